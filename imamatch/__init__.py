@@ -1,0 +1,1 @@
+"""imamatch: semi-dense image matching with increased matching amount (IMAMatch)."""

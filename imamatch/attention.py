@@ -1,0 +1,153 @@
+"""Multi-scale focused linear attention on the 1/8 feature maps (self and cross layers).
+
+Focused linear attention (FLatten): ``φ(x) = ReLU(x) / softplus(s)``, raised elementwise to the power
+``p`` and rescaled to its previous L2 norm; ``out = φ(q) (φ(k)ᵀ v) / (φ(q) · Σ φ(k))`` — linear in the
+number of tokens. Each layer runs it at three scales (Q/K/V by convs with kernel = stride = 1, 2, 4) and
+sums the upsampled branch outputs with learned softmax weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def focus_kernel(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
+    """Focused feature map. ``x``: ``(..., D)``; ``scale``: ``(D,)`` raw (softplus applied here)."""
+    x = (F.relu(x) + 1e-6) / F.softplus(scale)
+    if power == 1:
+        return x
+    norm = x.norm(dim=-1, keepdim=True)
+    xp = x ** power
+    return xp * (norm / xp.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernelised attention. ``q``: ``(B, H, Lq, D)``; ``k``, ``v``: ``(B, H, Lk, D)``;
+    ``key_mask``: ``(B, Lk)`` bool (True = valid). Returns ``(B, H, Lq, D)``."""
+    if key_mask is not None:
+        m = key_mask[:, None, :, None].to(k.dtype)
+        k, v = k * m, v * m
+    kv = torch.einsum("bhld,bhle->bhde", k, v)
+    denom = torch.einsum("bhld,bhd->bhl", q, k.sum(dim=2)).unsqueeze(-1) + 1e-6
+    return torch.einsum("bhld,bhde->bhle", q, kv) / denom
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ScaleBranch(nn.Module):
+    """Q/K/V at one scale (stride ``s``), focused linear attention, local depthwise term on V."""
+
+    def __init__(self, dim: int, heads: int, stride: int, power: float, separable: bool) -> None:
+        super().__init__()
+        self.heads, self.stride, self.power = heads, stride, power
+        if separable or stride == 1:
+            # cheap: depthwise strided conv (identity at stride 1) after the shared 1×1 projection
+            self.down = nn.Conv2d(3 * dim, 3 * dim, stride, stride, groups=3 * dim, bias=False) if stride > 1 else None
+            self.full = None
+        else:
+            self.down = None
+            self.full = nn.Conv2d(3 * dim, 3 * dim, stride, stride, groups=3, bias=False)
+        self.scale = nn.Parameter(torch.zeros(dim // heads))
+        self.local = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+
+    def forward(self, qkv: torch.Tensor, v_local: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``qkv``: ``(B, 3C, H, W)`` (q from the target image, k/v from the source); ``v_local``: the
+        target's own values ``(B, C, H, W)``; ``mask``: ``(B, H, W)`` bool of the source. Returns ``(B, C, H, W)``."""
+        if self.down is not None:
+            qkv = self.down(qkv)
+        elif self.full is not None:
+            qkv = self.full(qkv)
+        if self.stride > 1:
+            v_local = F.avg_pool2d(v_local, self.stride)
+            if mask is not None:
+                mask = F.max_pool2d(mask[:, None].float(), self.stride)[:, 0] > 0
+        b, c3, h, w = qkv.shape
+        c = c3 // 3
+        d = c // self.heads
+        q, k, v = qkv.reshape(b, 3, self.heads, d, h * w).transpose(-1, -2).unbind(1)
+        q, k = focus_kernel(q, self.scale, self.power), focus_kernel(k, self.scale, self.power)
+        out = linear_attention(q, k, v, None if mask is None else mask.flatten(1))
+        out = out.transpose(-1, -2).reshape(b, c, h, w) + self.local(v_local)
+        return out
+
+
+class AttentionLayer(nn.Module):
+    """One multi-scale focused linear attention layer (self when ``source is target``) + conv FFN."""
+
+    def __init__(self, dim: int, heads: int, scales: tuple[int, ...], power: float, separable: bool) -> None:
+        super().__init__()
+        self.norm_t, self.norm_s = ChannelNorm(dim), ChannelNorm(dim)
+        self.q = nn.Conv2d(dim, dim, 1, bias=False)
+        self.kv = nn.Conv2d(dim, 2 * dim, 1, bias=False)
+        self.branches = nn.ModuleList([ScaleBranch(dim, heads, s, power, separable) for s in scales])
+        self.branch_logits = nn.Parameter(torch.ones(len(scales)))
+        self.merge = nn.Conv2d(dim, dim, 1)
+        self.ffn = nn.Sequential(ChannelNorm(dim), nn.Conv2d(dim, 2 * dim, 1), nn.GELU(),
+                                 nn.Conv2d(2 * dim, 2 * dim, 3, padding=1, groups=2 * dim), nn.GELU(),
+                                 nn.Conv2d(2 * dim, dim, 1))
+        for last in (self.merge, self.ffn[-1]):  # the layer starts as the identity
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor, source_mask: torch.Tensor | None) -> torch.Tensor:
+        """``target``, ``source``: ``(B, C, H, W)``; ``source_mask``: ``(B, H, W)`` bool. Returns updated target."""
+        t = self.norm_t(target)
+        s = t if source is target else self.norm_s(source)
+        k, v = self.kv(s).chunk(2, dim=1)
+        v_local = v if source is target else self.kv(t)[:, target.shape[1]:]
+        qkv = torch.cat([self.q(t), k, v], dim=1)
+        weights = torch.softmax(self.branch_logits, 0)
+        out = 0.0
+        for wgt, branch in zip(weights, self.branches):
+            y = branch(qkv, v_local, source_mask)
+            if y.shape[-2:] != target.shape[-2:]:
+                y = F.interpolate(y, size=target.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + wgt * y
+        x = target + self.merge(out)
+        return x + self.ffn(x)
+
+
+class CoarseTransformer(nn.Module):
+    """``n_blocks`` × (self, cross) on a pair of 1/8 maps. Cross layers share weights in both directions."""
+
+    def __init__(self, dim: int, heads: int, n_blocks: int, scales: tuple[int, ...], power: float,
+                 separable: bool) -> None:
+        super().__init__()
+        self.self_layers = nn.ModuleList(
+            [AttentionLayer(dim, heads, scales, power, separable) for _ in range(n_blocks)])
+        self.cross_layers = nn.ModuleList(
+            [AttentionLayer(dim, heads, scales, power, separable) for _ in range(n_blocks)])
+
+    def forward(self, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None = None,
+                m1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None."""
+        for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
+            if f0.shape == f1.shape:  # both images in one batch
+                m = None if m0 is None else torch.cat([m0, m1])
+                f = torch.cat([f0, f1])
+                f0, f1 = self_layer(f, f, m).chunk(2)
+            else:
+                f0, f1 = self_layer(f0, f0, m0), self_layer(f1, f1, m1)
+            f0, f1 = self._cross(cross_layer, f0, f1, m0, m1)
+        return f0, f1
+
+    @staticmethod
+    def _cross(layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
+               m1: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if f0.shape == f1.shape:
+            m = None if m0 is None else torch.cat([m1, m0])
+            out = layer(torch.cat([f0, f1]), torch.cat([f1, f0]), m)
+            return out.chunk(2)
+        return layer(f0, f1, m1), layer(f1, f0, m0)

@@ -1,0 +1,169 @@
+"""CNN backbones: coarse features at 1/8 and skip features for the fine path.
+
+Two backbones share one interface, ``forward(image) -> BackboneOutput``:
+
+* :class:`LocalFeatureBackbone` (default, CPU-fast): the topology of ALIKED-n16 (blocks at 1/1, 1/2, 1/8,
+  1/32 with 16/32/64/128 channels, deformable 3×3 convs in the last two blocks), so it can start from the
+  BSD-3 ALIKED weights. Coarse features are its four blocks aggregated at 1/8 (128-d).
+* :class:`ReferenceBackbone`: the IMAMatch release's MBConv backbone (64/128/192/256), trained from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .deform import DeformConv3x3
+
+
+@dataclass
+class BackboneOutput:
+    """``coarse``: ``(B, Cc, H/8, W/8)``; ``skips``: maps keyed by stride (e.g. ``{4: …, 2: …}``)."""
+
+    coarse: torch.Tensor
+    skips: dict[int, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- ALIKED topology
+class _ConvBN(nn.Module):
+    """3×3 conv (plain or deformable), BatchNorm, optional SELU."""
+
+    def __init__(self, cin: int, cout: int, deform: bool) -> None:
+        super().__init__()
+        self.conv = DeformConv3x3(cin, cout) if deform else nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class _PlainBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.a, self.b = _ConvBN(cin, cout, False), _ConvBN(cout, cout, False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.selu(self.b(F.selu(self.a(x))))
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, deform: bool) -> None:
+        super().__init__()
+        self.a, self.b = _ConvBN(cin, cout, deform), _ConvBN(cout, cout, deform)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.selu(self.b(F.selu(self.a(x))) + self.skip(x))
+
+
+class LocalFeatureBackbone(nn.Module):
+    """ALIKED-n16 topology. Input grayscale ``(B, 1, H, W)`` in [0, 1], H and W divisible by 32.
+
+    Returns coarse ``(B, 128, H/8, W/8)`` and a 1/2 skip ``(B, 64, H/2, W/2)``.
+    """
+
+    widths = (16, 32, 64, 128)
+    coarse_dim = 128
+    skip_dims = {2: 64}
+
+    def __init__(self) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = self.widths
+        self.block1 = _PlainBlock(3, c1)
+        self.block2 = _ResidualBlock(c1, c2, deform=False)
+        self.block3 = _ResidualBlock(c2, c3, deform=True)
+        self.block4 = _ResidualBlock(c3, c4, deform=True)
+        self.proj = nn.ModuleList([nn.Conv2d(c, c4 // 4, 1, bias=False) for c in self.widths])
+
+    def forward(self, image: torch.Tensor) -> BackboneOutput:
+        x1 = self.block1(image.expand(-1, 3, -1, -1))
+        x2 = self.block2(F.avg_pool2d(x1, 2))
+        x3 = self.block3(F.avg_pool2d(x2, 4))
+        x4 = self.block4(F.avg_pool2d(x3, 4))
+        # the full-resolution block is pooled to 1/2 before its projection (4× cheaper than ALIKED)
+        p1, p2, p3, p4 = (F.selu(p(x)) for p, x in zip(self.proj, (F.avg_pool2d(x1, 2), x2, x3, x4)))
+        coarse = torch.cat([
+            F.avg_pool2d(p1, 4), F.avg_pool2d(p2, 4), p3,
+            F.interpolate(p4, size=p3.shape[-2:], mode="bilinear", align_corners=False),
+        ], dim=1)
+        fine = torch.cat([p1, p2], dim=1)
+        return BackboneOutput(coarse, {2: fine})
+
+    @staticmethod
+    def aliked_key_map(key: str) -> str | None:
+        """Map a key of ALIKED's state dict to ours (``None`` for the parts we do not use)."""
+        if key.startswith(("score_head", "desc_head")):
+            return None
+        for i in range(4):
+            if key.startswith(f"conv{i + 1}."):
+                return key.replace(f"conv{i + 1}.", f"proj.{i}.")
+        parts = key.split(".")
+        if parts[0] in ("block1", "block2", "block3", "block4"):
+            sub = {"conv1": "a.conv", "conv2": "b.conv", "bn1": "a.bn", "bn2": "b.bn", "downsample": "skip"}
+            head = sub.get(parts[1])
+            if head is None:
+                return None
+            return ".".join([parts[0], head, *parts[2:]])
+        return None
+
+
+# --------------------------------------------------------------------------- reference topology
+class ConvBNGELU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.GELU())
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1×1 expand, depthwise 3×3 (optionally strided), 1×1 project."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 1) -> None:
+        super().__init__()
+        hid = cin * expansion
+        self.body = nn.Sequential(ConvBNGELU(cin, hid, 1), ConvBNGELU(hid, hid, 3, stride, groups=hid),
+                                  nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class _Down(nn.Module):
+    """Residual down block: (max-pool + 1×1) skip plus a strided MBConv."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.skip = nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.Conv2d(cin, cout, 1, bias=False))
+        self.mb = MBConv(cin, cout, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.mb(x)
+
+
+class ReferenceBackbone(nn.Module):
+    """The release's backbone: coarse ``(B, 256, H/8, W/8)``; skips at 1/4 (192) and 1/2 (128)."""
+
+    coarse_dim = 256
+    skip_dims = {4: 192, 2: 128}
+
+    def __init__(self, widths: tuple[int, int, int, int] = (64, 128, 192, 256)) -> None:
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.coarse_dim = w3
+        self.skip_dims = {4: w2, 2: w1}
+        self.stem = nn.Sequential(ConvBNGELU(1, w0, 3, 2), ConvBNGELU(w0, w0))
+        self.half = nn.Sequential(ConvBNGELU(w0, w1), ConvBNGELU(w1, w1))
+        self.quarter = nn.Sequential(_Down(w1, w2), MBConv(w2, w2), MBConv(w2, w2))
+        self.eighth = nn.Sequential(_Down(w2, w3), *[MBConv(w3, w3) for _ in range(4)])
+
+    def forward(self, image: torch.Tensor) -> BackboneOutput:
+        x2 = self.half(self.stem(image))
+        x4 = self.quarter(x2)
+        return BackboneOutput(self.eighth(x4), {4: x4, 2: x2})
+
+
+BACKBONES: dict[str, type[nn.Module]] = {"aliked": LocalFeatureBackbone, "reference": ReferenceBackbone}

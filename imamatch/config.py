@@ -1,0 +1,64 @@
+"""The one configuration object of the matcher, and its named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    """Every setting of the network and of matching. Presets: :data:`PRESETS`."""
+
+    # network
+    backbone: str = "aliked"          # "aliked" (CPU-fast, pretrained init) or "reference"
+    dim: int = 128                    # coarse feature / attention width
+    heads: int = 4
+    n_blocks: int = 3                 # self+cross blocks
+    scales: tuple[int, ...] = (1, 2, 4)  # Q/K/V strides at 1/8 → 1/8, 1/16, 1/32
+    focus_power: float = 3.0          # 1 = plain linear attention
+    separable_qkv: bool = True        # depthwise strided Q/K/V (fast) instead of full strided convs
+    fine_dim: int = 64
+    # coarse matching
+    temperature: float = 0.1
+    coarse_threshold: float = 0.2
+    border: int = 0                   # drop coarse cells this close to the image edge
+    # increased matching amount
+    densify: str = "band"             # "none", "band" or "all"
+    densify_band: tuple[float, float] = (0.2, 0.6)
+    densify_points: int = 4           # 1, 4, 9 or 16 fine queries per densified cell
+    # fine matching (half-res pixels)
+    fine_window: int = 7
+    fine_bound: float = 3.0
+    refine_window: int = 3
+    refine_bound: float = 1.5
+    refine_iters: int = 1
+    consistency_radius: float = 1.5   # max distance regression ↔ classification peak
+    consistency_min_prob: float = 0.0  # min heatmap probability at the regressed point
+    consistency_check: bool = True
+    # input
+    resize: int | None = 640          # long side the images are resized to (None: keep)
+    max_matches: int | None = None    # keep the most confident ones
+
+    def replace(self, **changes: Any) -> "MatcherConfig":
+        """A copy with ``changes``; unknown names raise ``TypeError`` listing the valid ones."""
+        names = {f.name for f in fields(self)}
+        bad = set(changes) - names
+        if bad:
+            raise TypeError(f"unknown config option(s) {sorted(bad)}; valid: {sorted(names)}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MatcherConfig":
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls().replace(**d)
+
+
+PRESETS: dict[str, MatcherConfig] = {
+    "fast": MatcherConfig(),
+    "reference": MatcherConfig(backbone="reference", dim=256, heads=8, n_blocks=9, separable_qkv=False,
+                               fine_dim=128, densify_points=16),
+}

@@ -1,0 +1,142 @@
+"""The IMAMatch network: backbone → attention → coarse matching → densification → fine matching.
+
+Works on prepared tensors (grayscale, sides divisible by 32). :mod:`imamatch.api` turns user images into
+those and maps keypoints back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import CoarseTransformer
+from .backbone import BACKBONES
+from .coarse import CoarseMatches, dual_softmax, select_matches
+from .config import MatcherConfig
+from .densify import FineQueries, densify_mask, make_queries
+from .fine import FineMatcher, FineResult
+
+
+@dataclass
+class Encoded:
+    """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention; ``fine0/1``: ``(B, Cf, H/2, W/2)``;
+    ``conf``: ``(B, L0, L1)`` dual-softmax; ``grid0/1``: (h, w) of the 1/8 grids; masks ``(B, L_i)`` or None."""
+
+    coarse0: torch.Tensor
+    coarse1: torch.Tensor
+    fine0: torch.Tensor
+    fine1: torch.Tensor
+    conf: torch.Tensor
+    grid0: tuple[int, int]
+    grid1: tuple[int, int]
+    mask0: torch.Tensor | None
+    mask1: torch.Tensor | None
+
+
+class TopDown(nn.Module):
+    """FPN-like path from the attended 1/8 map back to 1/2: upsample, add lateral skips, depthwise smooth."""
+
+    def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int) -> None:
+        super().__init__()
+        self.strides = sorted(skip_dims, reverse=True)
+        self.top = nn.Conv2d(coarse_dim, out_dim, 1)
+        self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c, out_dim, 1) for s, c in skip_dims.items()})
+        self.smooth = nn.ModuleDict({str(s): nn.Sequential(
+            nn.Conv2d(out_dim, out_dim, 3, padding=1, groups=out_dim), nn.GELU(), nn.Conv2d(out_dim, out_dim, 1))
+            for s in skip_dims})
+
+    def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor]) -> torch.Tensor:
+        x = self.top(coarse)
+        for s in self.strides:
+            skip = skips[s]
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + self.lateral[str(s)](skip)
+            x = x + self.smooth[str(s)](x)
+        return x
+
+
+class IMAMatchNet(nn.Module):
+    """The network. ``conf`` fixes the architecture and the matching thresholds."""
+
+    def __init__(self, conf: MatcherConfig) -> None:
+        super().__init__()
+        self.conf = conf
+        if conf.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {conf.backbone!r}; choose from {sorted(BACKBONES)}")
+        self.backbone = BACKBONES[conf.backbone]()
+        cdim = self.backbone.coarse_dim
+        self.coarse_in = nn.Conv2d(cdim, conf.dim, 1)
+        if cdim == conf.dim:
+            # backbone features are L2-normalised; start as a scaled identity so that, with the attention
+            # layers (identity at init), the dual-softmax sees cosine similarity / 0.02 from step 0
+            with torch.no_grad():
+                gain = (conf.dim * conf.temperature / 0.02) ** 0.5
+                self.coarse_in.weight.copy_(gain * torch.eye(cdim)[:, :, None, None])
+                self.coarse_in.bias.zero_()
+        self.transformer = CoarseTransformer(conf.dim, conf.heads, conf.n_blocks, tuple(conf.scales),
+                                             conf.focus_power, conf.separable_qkv)
+        self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim)
+        self.fine = FineMatcher(conf.fine_dim, conf.fine_window, conf.fine_bound,
+                                conf.refine_window, conf.refine_bound, conf.refine_iters,
+                                conf.consistency_radius, conf.consistency_min_prob)
+
+    # ------------------------------------------------------------------ stages
+    def encode(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
+               valid1: torch.Tensor | None = None) -> Encoded:
+        """Images ``(B, 1, H_i, W_i)`` in [0, 1] (sides divisible by 32); ``valid_i`` ``(B, H_i/8, W_i/8)``
+        bool marks real (unpadded) cells, or None."""
+        if image0.shape == image1.shape:
+            out = self.backbone(torch.cat([image0, image1]))
+            c0, c1 = self.coarse_in(F.normalize(out.coarse, dim=1)).chunk(2)
+            skips0 = {s: x.chunk(2)[0] for s, x in out.skips.items()}
+            skips1 = {s: x.chunk(2)[1] for s, x in out.skips.items()}
+        else:
+            o0, o1 = self.backbone(image0), self.backbone(image1)
+            c0, c1 = (self.coarse_in(F.normalize(o.coarse, dim=1)) for o in (o0, o1))
+            skips0, skips1 = o0.skips, o1.skips
+        if (valid0 is None) != (valid1 is None):
+            raise ValueError("give both validity masks or neither")
+        c0, c1 = self.transformer(c0, c1, valid0, valid1)
+        if c0.shape == c1.shape:
+            f0, f1 = self.top_down(torch.cat([c0, c1]), {s: torch.cat([skips0[s], skips1[s]]) for s in skips0}).chunk(2)
+        else:
+            f0, f1 = self.top_down(c0, skips0), self.top_down(c1, skips1)
+        grid0, grid1 = tuple(c0.shape[-2:]), tuple(c1.shape[-2:])
+        c0, c1 = c0.flatten(2).transpose(1, 2), c1.flatten(2).transpose(1, 2)
+        m0 = None if valid0 is None else valid0.flatten(1)
+        m1 = None if valid1 is None else valid1.flatten(1)
+        conf = dual_softmax(c0, c1, self.conf.temperature, m0, m1)
+        return Encoded(c0, c1, f0, f1, conf, grid0, grid1, m0, m1)
+
+    def coarse_matches(self, enc: Encoded) -> CoarseMatches:
+        return select_matches(enc.conf, self.conf.coarse_threshold, self.conf.border, enc.grid0, enc.grid1)
+
+    def queries(self, enc: Encoded, matches: CoarseMatches) -> FineQueries:
+        dense = densify_mask(matches.confidence, self.conf.densify, tuple(self.conf.densify_band))
+        return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, self.conf.densify_points)
+
+    def refine(self, enc: Encoded, q: FineQueries) -> FineResult:
+        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1)
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def match(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
+              valid1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
+        ``batch``, ``densified``, ``fine_prob`` ``(N,)`` and the counts before the consistency check."""
+        enc = self.encode(image0, image1, valid0, valid1)
+        matches = self.coarse_matches(enc)
+        q = self.queries(enc, matches)
+        fr = self.refine(enc, q)
+        keep = fr.consistent if self.conf.consistency_check else torch.ones_like(fr.consistent)
+        kp0 = q.query0 * 2 + 0.5  # half-res → input pixels
+        kp1 = fr.match1 * 2 + 0.5
+        return {
+            "keypoints0": kp0[keep], "keypoints1": kp1[keep],
+            "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
+            "batch": q.b[keep], "densified": q.densified[keep],
+            "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
+        }

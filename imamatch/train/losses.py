@@ -1,0 +1,80 @@
+"""Training losses: focal loss on the coarse assignment, L2 on the regressed offsets, cross-entropy on the
+classification heatmap, L2 on the refinement offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..densify import cell_centres, sub_offsets
+from ..fine import window_offsets
+from ..model import Encoded, IMAMatchNet
+from .supervision import CoarseTruth, Transfer
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    neg_weight: float = 1.0
+    fine_samples: int = 256          # fine queries per pair
+    w_coarse: float = 1.0
+    w_regress: float = 1.0
+    w_classify: float = 0.5
+    w_refine: float = 1.0
+
+
+def coarse_focal_loss(conf: torch.Tensor, gt: CoarseTruth, alpha: float, gamma: float,
+                      neg_weight: float) -> torch.Tensor:
+    """Focal loss on the dual-softmax matrix ``conf`` ``(B, L0, L1)``; positives from ``gt``."""
+    p = conf.clamp(1e-6, 1 - 1e-6)
+    pos_mask = torch.zeros_like(conf, dtype=torch.bool)
+    pos_mask[gt.b, gt.i0, gt.i1] = True
+    pp = p[pos_mask]
+    loss_pos = -(alpha * (1 - pp) ** gamma * pp.log()).mean() if len(pp) else conf.sum() * 0
+    pn = p[~pos_mask]
+    loss_neg = -((1 - alpha) * pn ** gamma * (1 - pn).log()).mean()
+    return loss_pos + neg_weight * loss_neg
+
+
+def fine_losses(net: IMAMatchNet, enc: Encoded, gt: CoarseTruth, forward: Transfer, cfg: LossConfig,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Fine losses on up to ``cfg.fine_samples`` ground-truth coarse matches per pair, each with a random
+    sub-point of its cell as query (so densified queries are trained too)."""
+    dev = enc.conf.device
+    batch = enc.conf.shape[0]
+    n_max = cfg.fine_samples * batch
+    perm = torch.randperm(len(gt.b), generator=generator)[:n_max].to(dev)
+    b, i0, i1 = gt.b[perm], gt.i0[perm], gt.i1[perm]
+    lattice = torch.cat([torch.zeros(1, 2), sub_offsets(2), sub_offsets(4)]).to(dev)
+    pick = torch.randint(len(lattice), (len(b),), generator=generator).to(dev)
+    query0 = cell_centres(i0, enc.grid0[1]) + lattice[pick]
+    ref1 = cell_centres(i1, enc.grid1[1])
+    # ground truth position in image 1 (half-res)
+    pts0 = query0 * 2 + 0.5
+    gt1, ok = forward(pts0, b)
+    gt1 = (gt1 - 0.5) / 2
+    zero = enc.conf.sum() * 0
+    out = {"regress": zero, "classify": zero, "refine": zero}
+    if len(b) == 0:
+        return out
+    fr = net.fine(enc.fine0, enc.fine1, b, query0, ref1)
+    stage = net.fine.stage1
+    t1 = gt1 - ref1
+    m1 = ok & (t1.abs().amax(-1) <= stage.bound)
+    if m1.any():
+        out["regress"] = (((fr.offset1 - t1) / stage.bound) ** 2).sum(-1)[m1].mean()
+        grid = window_offsets(stage.size, dev)
+        nearest = torch.cdist(t1[m1].float(), grid).argmin(-1)
+        out["classify"] = -fr.heat[m1].gather(1, nearest[:, None]).clamp_min(1e-6).log().mean()
+    bound2 = net.fine.stage2.bound
+    terms = []
+    for off2, ref2 in zip(fr.offsets2, fr.refs2):
+        t2 = gt1 - ref2
+        m2 = ok & (t2.abs().amax(-1) <= bound2)
+        if m2.any():
+            terms.append((((off2 - t2) / bound2) ** 2).sum(-1)[m2].mean())
+    if terms:
+        out["refine"] = torch.stack(terms).mean()
+    return out

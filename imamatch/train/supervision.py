@@ -1,0 +1,73 @@
+"""Ground truth for training from a point transfer function (a homography here; depth + pose plugs in the same
+way): coarse cell correspondences with a loop-back check, and fine targets for arbitrary query points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+# maps input-pixel points (N, 2) of batch items b (N,) from one image of a pair to the other: returns the
+# points (N, 2) and a validity mask (N,) (e.g. valid depth, in front of the camera)
+Transfer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def homography_transfer(H: torch.Tensor) -> Transfer:
+    """Transfer by homographies ``H`` ``(B, 3, 3)`` (``x1 ∝ H x0``, input pixels)."""
+
+    def f(pts: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ph = torch.cat([pts, torch.ones_like(pts[:, :1])], -1).to(H.dtype)
+        p = torch.einsum("nij,nj->ni", H[b], ph)
+        z = p[:, 2:]
+        ok = z[:, 0] > 1e-8
+        return (p[:, :2] / z.clamp_min(1e-8)).to(pts.dtype), ok
+
+    return f
+
+
+def inverse_homography_transfer(H: torch.Tensor) -> Transfer:
+    return homography_transfer(torch.linalg.inv(H))
+
+
+def cell_grid(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """Centres of the 1/8 cells of an ``h×w`` grid in input pixels, row-major ``(h·w, 2)``."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], -1).float() * 8 + 3.5
+
+
+def point_to_cell(pts: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input-pixel points ``(..., 2)`` → flat cell index and inside-grid mask."""
+    h, w = grid
+    c = torch.floor((pts + 0.5) / 8).long()
+    inside = (c[..., 0] >= 0) & (c[..., 0] < w) & (c[..., 1] >= 0) & (c[..., 1] < h)
+    return c[..., 1].clamp(0, h - 1) * w + c[..., 0].clamp(0, w - 1), inside
+
+
+@dataclass
+class CoarseTruth:
+    """Positive cell pairs ``b``, ``i0``, ``i1`` ``(P,)``."""
+
+    b: torch.Tensor
+    i0: torch.Tensor
+    i1: torch.Tensor
+
+
+def coarse_truth(forward: Transfer, backward: Transfer, batch: int, grid0: tuple[int, int],
+                 grid1: tuple[int, int], device: torch.device | None = None) -> CoarseTruth:
+    """Cell ``i0`` ↔ ``i1`` is positive when the centre of ``i0`` lands in ``i1`` and the centre of ``i1``
+    lands back in ``i0`` (mutual loop-back)."""
+    def transfer_grid(f: Transfer, src: tuple[int, int], dst: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        c = cell_grid(*src, device=device)
+        b = torch.arange(batch, device=device).repeat_interleave(len(c))
+        p, ok = f(c.repeat(batch, 1), b)
+        j, inside = point_to_cell(p, dst)
+        return j.view(batch, -1), (ok & inside).view(batch, -1)
+
+    j01, valid0 = transfer_grid(forward, grid0, grid1)
+    j10, valid1 = transfer_grid(backward, grid1, grid0)
+    idx0 = torch.arange(j01.shape[1], device=device).expand(batch, -1)
+    # loop-back: the cell i0 maps to must map back to i0
+    pos = valid0 & torch.gather(valid1, 1, j01) & (torch.gather(j10, 1, j01) == idx0)
+    b, i0 = pos.nonzero(as_tuple=True)
+    return CoarseTruth(b, i0, j01[b, i0])

@@ -1,0 +1,77 @@
+"""Weights files: safetensors only, with the network configuration stored in the metadata.
+
+Nothing here ever unpickles. A file that is not safetensors, is truncated, or whose tensors do not fit the
+network raises :class:`WeightsError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .config import MatcherConfig
+from .errors import WeightsError
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_weights(net: torch.nn.Module, conf: MatcherConfig, path: str | Path, **info: str) -> None:
+    """Save ``net``'s state and ``conf`` (plus free-form ``info`` strings) to ``path``."""
+    meta = {"format": "imamatch", "config": json.dumps(conf.to_dict()), **info}
+    atomic_save(net.state_dict(), path, meta)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], MatcherConfig | None, dict[str, str]]:
+    """Read tensors, the stored config (None if absent) and the metadata of a safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors weights file ({e})") from e
+    conf = None
+    if "config" in meta:
+        try:
+            conf = MatcherConfig.from_dict(json.loads(meta["config"]))
+        except (ValueError, TypeError) as e:
+            raise WeightsError(f"{path}: stored configuration is invalid ({e})") from e
+    return tensors, conf, meta
+
+
+def load_into(net: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load ``tensors`` into ``net`` strictly; mismatches raise :class:`WeightsError`."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    bad = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or bad:
+        raise WeightsError(f"{path} does not fit this network: missing {missing[:5]}, unexpected "
+                           f"{unexpected[:5]}, wrong shape {bad[:5]}")
+    for k, v in tensors.items():
+        if not torch.isfinite(v).all() and v.is_floating_point():
+            raise WeightsError(f"{path}: tensor {k} holds NaN or inf")
+    net.load_state_dict(tensors)
