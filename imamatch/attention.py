@@ -62,25 +62,32 @@ class ScaleBranch(nn.Module):
         self.scale = nn.Parameter(torch.zeros(dim // heads))
         self.local = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
 
-    def forward(self, qkv: torch.Tensor, v_local: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``qkv``: ``(B, 3C, H, W)`` (q from the target image, k/v from the source); ``v_local``: the
-        target's own values ``(B, C, H, W)``; ``mask``: ``(B, H, W)`` bool of the source. Returns ``(B, C, H, W)``."""
-        if self.down is not None:
-            qkv = self.down(qkv)
-        elif self.full is not None:
-            qkv = self.full(qkv)
+    def _down(self, x: torch.Tensor, part: slice, groups: int) -> torch.Tensor:
+        conv = self.down if self.down is not None else self.full
+        if conv is None:
+            return x
+        return F.conv2d(x, conv.weight[part], stride=self.stride, groups=groups)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, v_local: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """``q``: ``(B, C, Ht, Wt)`` from the target image; ``kv``: ``(B, 2C, Hs, Ws)`` from the source;
+        ``v_local``: the target's own values ``(B, C, Ht, Wt)``; ``mask``: ``(B, Hs, Ws)`` bool of the source.
+        Returns ``(B, C, Ht/s, Wt/s)``."""
+        c = q.shape[1]
+        full = self.down is None and self.full is not None
+        q = self._down(q, slice(0, c), 1 if full else c)
+        kv = self._down(kv, slice(c, 3 * c), 2 if full else 2 * c)
         if self.stride > 1:
             v_local = F.avg_pool2d(v_local, self.stride)
             if mask is not None:
                 mask = F.max_pool2d(mask[:, None].float(), self.stride)[:, 0] > 0
-        b, c3, h, w = qkv.shape
-        c = c3 // 3
+        b, _, h, w = q.shape
         d = c // self.heads
-        q, k, v = qkv.reshape(b, 3, self.heads, d, h * w).transpose(-1, -2).unbind(1)
+        q = q.reshape(b, self.heads, d, h * w).transpose(-1, -2)
+        k, v = kv.reshape(b, 2, self.heads, d, -1).transpose(-1, -2).unbind(1)
         q, k = focus_kernel(q, self.scale, self.power), focus_kernel(k, self.scale, self.power)
         out = linear_attention(q, k, v, None if mask is None else mask.flatten(1))
-        out = out.transpose(-1, -2).reshape(b, c, h, w) + self.local(v_local)
-        return out
+        return out.transpose(-1, -2).reshape(b, c, h, w) + self.local(v_local)
 
 
 class AttentionLayer(nn.Module):
@@ -105,13 +112,13 @@ class AttentionLayer(nn.Module):
         """``target``, ``source``: ``(B, C, H, W)``; ``source_mask``: ``(B, H, W)`` bool. Returns updated target."""
         t = self.norm_t(target)
         s = t if source is target else self.norm_s(source)
-        k, v = self.kv(s).chunk(2, dim=1)
-        v_local = v if source is target else self.kv(t)[:, target.shape[1]:]
-        qkv = torch.cat([self.q(t), k, v], dim=1)
+        kv = self.kv(s)
+        v_local = kv[:, target.shape[1]:] if source is target else self.kv(t)[:, target.shape[1]:]
+        q = self.q(t)
         weights = torch.softmax(self.branch_logits, 0)
         out = 0.0
         for wgt, branch in zip(weights, self.branches):
-            y = branch(qkv, v_local, source_mask)
+            y = branch(q, kv, v_local, source_mask)
             if y.shape[-2:] != target.shape[-2:]:
                 y = F.interpolate(y, size=target.shape[-2:], mode="bilinear", align_corners=False)
             out = out + wgt * y

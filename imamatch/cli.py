@@ -45,14 +45,104 @@ def _run_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_matcher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="a .safetensors weights file (default: the shipped weights)")
+    p.add_argument("--resize", type=int, default=640, help="long side the images are resized to (0: keep)")
+    p.add_argument("--threshold", type=float, default=None, help="coarse confidence threshold")
+    p.add_argument("--densify", choices=["none", "band", "all"], default=None)
+    p.add_argument("--no-check", action="store_true", help="disable the regression/classification consistency check")
+
+
+def _matcher(a: argparse.Namespace):
+    from .api import IMAMatch
+
+    over: dict = {"resize": a.resize or None}
+    if a.threshold is not None:
+        over["coarse_threshold"] = a.threshold
+    if a.densify is not None:
+        over["densify"] = a.densify
+    if a.no_check:
+        over["consistency_check"] = False
+    if a.weights:
+        return IMAMatch(weights=a.weights, **over)
+    return IMAMatch.from_pretrained(**over)
+
+
+def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str) -> dict:
+    import time
+
+    import numpy as np
+
+    from .atomic import atomic_path
+    from .io import to_gray
+    from .viz import draw_matches
+
+    t = time.perf_counter()
+    res = matcher.match(src0, src1)
+    dt = time.perf_counter() - t
+    g0, g1 = to_gray(src0, "image0"), to_gray(src1, "image1")
+    with atomic_path(out) as tmp:
+        draw_matches(g0, g1, res["keypoints0"], res["keypoints1"], res["confidence"], tmp, title=title)
+    if save:
+        with atomic_path(save) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **res)
+    n = len(res["keypoints0"])
+    print(f"{n} matches ({int(res['densified'].sum())} from densified cells, {int(res['num_densified'])} of "
+          f"{int(res['num_coarse'])} coarse matches densified, {int(res['num_rejected'])} rejected by the "
+          f"consistency check) in {dt:.2f} s")
+    print(f"picture: {Path(out).resolve()}")
+    if save:
+        print(f"matches: {Path(save).resolve()}")
+    return res
+
+
+def _run_match(a: argparse.Namespace) -> int:
+    _match_and_draw(_matcher(a), a.image0, a.image1, a.out, a.save, f"{Path(a.image0).name} ↔ {Path(a.image1).name}")
+    return 0
+
+
+def _run_demo(a: argparse.Namespace) -> int:
+    import numpy as np
+    from skimage import data
+
+    left, right, disp = data.stereo_motorcycle()
+    res = _match_and_draw(_matcher(a), left, right, a.out, a.save, "Middlebury Motorcycle (scikit-image)")
+    # ground truth: a left pixel (x, y) with disparity d is seen at (x - d, y) in the right image
+    k0, k1 = res["keypoints0"], res["keypoints1"]
+    xi = np.clip(np.round(k0[:, 0]).astype(int), 0, disp.shape[1] - 1)
+    yi = np.clip(np.round(k0[:, 1]).astype(int), 0, disp.shape[0] - 1)
+    d = disp[yi, xi]
+    ok = np.isfinite(d)
+    err = np.hypot(k1[ok, 0] - (k0[ok, 0] - d[ok]), k1[ok, 1] - k0[ok, 1])
+    if len(err):
+        print(f"against the ground-truth disparity ({ok.sum()} matches with GT): {np.mean(err < 1) * 100:.1f} % "
+              f"within 1 px, {np.mean(err < 3) * 100:.1f} % within 3 px")
+    return 0
+
+
+def _add_match(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("match", help="match two images and draw the matches")
+    p.add_argument("image0")
+    p.add_argument("image1")
+    p.add_argument("--out", default="matches.png", help="picture to write (PNG, JPG or PDF)")
+    p.add_argument("--save", help="also save the matches as .npz")
+    _add_matcher_args(p)
+    d = sub.add_parser("demo", help="match a bundled stereo pair (no download) and draw the matches")
+    d.add_argument("--out", default="imamatch-demo.png")
+    d.add_argument("--save", help="also save the matches as .npz")
+    _add_matcher_args(d)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imamatch", description="IMAMatch semi-dense image matching")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_match(sub)
     _add_train(sub)
     return parser
 
 
-RUNNERS = {"train": _run_train}
+RUNNERS = {"match": _run_match, "demo": _run_demo, "train": _run_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

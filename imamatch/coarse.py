@@ -25,16 +25,18 @@ def dual_softmax(f0: torch.Tensor, f1: torch.Tensor, temperature: float,
     Similarity is ``f0·f1 / (C · temperature)``; padded cells get zero probability. Returns ``(B, L0, L1)``.
     """
     sim = torch.einsum("blc,bsc->bls", f0, f1) / (f0.shape[-1] * temperature)
+    valid = None
     if m0 is not None and m1 is not None:
         valid = m0[:, :, None] & m1[:, None, :]
         sim = sim.masked_fill(~valid, -1e9)
     if torch.is_grad_enabled() and sim.requires_grad:
-        return torch.softmax(sim, dim=1) * torch.softmax(sim, dim=2)
+        conf = torch.softmax(sim, dim=1) * torch.softmax(sim, dim=2)
+        return conf if valid is None else conf * valid
     # inference: one exp pass shared by both softmaxes (rows whose best score is ~87 below the
     # global best underflow to zero probability, which no threshold would keep anyway)
     e = (sim - sim.amax(dim=(1, 2), keepdim=True)).exp_()
-    denom = e.sum(dim=2, keepdim=True).clamp_min_(1e-30) * e.sum(dim=1, keepdim=True).clamp_min_(1e-30)
-    return e.mul_(e).div_(denom)
+    rows, cols = e.sum(dim=2, keepdim=True).clamp_min_(1e-30), e.sum(dim=1, keepdim=True).clamp_min_(1e-30)
+    return e.mul_(e).div_(rows).div_(cols)
 
 def select_matches(conf: torch.Tensor, threshold: float, border: int = 0,
                    grid0: tuple[int, int] | None = None, grid1: tuple[int, int] | None = None) -> CoarseMatches:

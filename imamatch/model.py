@@ -126,7 +126,8 @@ class IMAMatchNet(nn.Module):
     def match(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
               valid1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
-        ``batch``, ``densified``, ``fine_prob`` ``(N,)`` and the counts before the consistency check."""
+        ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
+        fine queries, queries passing the consistency check."""
         enc = self.encode(image0, image1, valid0, valid1)
         matches = self.coarse_matches(enc)
         q = self.queries(enc, matches)
@@ -139,4 +140,6 @@ class IMAMatchNet(nn.Module):
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
             "batch": q.b[keep], "densified": q.densified[keep],
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
+            "num_densified": torch.unique(q.parent[q.densified]).numel() * torch.ones((), dtype=torch.long),
+            "num_consistent": keep.sum(),
         }

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from ..backbone import LocalFeatureBackbone
 from ..config import PRESETS, MatcherConfig
 from ..data.synthetic import SyntheticPairs, WarpConfig
@@ -82,10 +81,8 @@ def training_step(net: IMAMatchNet, batch: dict[str, torch.Tensor], loss_cfg: Lo
 
 
 def _save_state(path: Path, state: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -1,0 +1,81 @@
+"""Posed photo collections: an instant-ngp / NeRF ``transforms.json`` (camera-to-world, OpenGL axes)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import DataError
+from ..eval.metrics import rotation_error_deg
+
+# OpenGL camera axes (x right, y up, z backwards) → OpenCV (x right, y down, z forwards)
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+@dataclass
+class PosedFrame:
+    """``path`` of the image; ``K`` 3×3; ``dist`` (k1, k2, p1, p2); ``w2c`` 4×4 world-to-camera (OpenCV axes)."""
+
+    path: Path
+    K: np.ndarray
+    dist: np.ndarray
+    w2c: np.ndarray
+
+
+def load_transforms(folder: str | Path) -> list[PosedFrame]:
+    """Frames of ``folder/transforms.json`` whose image files exist, sorted by path."""
+    folder = Path(folder)
+    tf = folder / "transforms.json"
+    if not tf.is_file():
+        raise DataError(f"no transforms.json in {folder}")
+    meta = json.loads(tf.read_text())
+    K = np.array([[meta["fl_x"], 0, meta["cx"]], [0, meta["fl_y"], meta["cy"]], [0, 0, 1]], np.float64)
+    dist = np.array([meta.get(k, 0.0) for k in ("k1", "k2", "p1", "p2")], np.float64)
+    frames = []
+    for f in meta["frames"]:
+        path = folder / f["file_path"]
+        if not path.suffix:
+            path = path.with_suffix(".png")
+        if not path.is_file():
+            continue
+        c2w = np.asarray(f["transform_matrix"], np.float64) @ GL_TO_CV
+        frames.append(PosedFrame(path, K, dist, np.linalg.inv(c2w)))
+    if not frames:
+        raise DataError(f"none of the images named in {tf} exist")
+    return sorted(frames, key=lambda fr: str(fr.path))
+
+
+def relative_pose(f0: PosedFrame, f1: PosedFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth ``R``, ``t`` with ``x1 = R x0 + t`` (camera coordinates)."""
+    T = f1.w2c @ np.linalg.inv(f0.w2c)
+    return T[:3, :3], T[:3, 3]
+
+
+def undistorted_image(frame: PosedFrame) -> np.ndarray:
+    """The frame's image (BGR uint8) undistorted to the pinhole model with the same ``K``."""
+    img = cv2.imread(str(frame.path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot read {frame.path}")
+    return cv2.undistort(img, frame.K, frame.dist)
+
+
+def select_pairs(frames: list[PosedFrame], bins: tuple[float, ...] = (3, 10, 20, 30, 45, 60),
+                 per_bin: int = 8) -> list[tuple[int, int]]:
+    """A fixed list of pairs spanning small to wide baselines: ``per_bin`` pairs, evenly spread over the
+    sorted candidates, in each relative-rotation bin ``[bins[k], bins[k+1])`` degrees."""
+    angles = []
+    for i in range(len(frames)):
+        for j in range(i + 1, len(frames)):
+            angles.append((rotation_error_deg(*(relative_pose(frames[i], frames[j])[0], np.eye(3))), i, j))
+    pairs: list[tuple[int, int]] = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        cand = sorted((a, i, j) for a, i, j in angles if lo <= a < hi)
+        if not cand:
+            continue
+        pick = np.linspace(0, len(cand) - 1, min(per_bin, len(cand))).round().astype(int)
+        pairs += [(cand[k][1], cand[k][2]) for k in pick]
+    return pairs

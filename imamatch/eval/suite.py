@@ -1,0 +1,157 @@
+"""The shared-data evaluation suite: Graffiti homographies, Middlebury stereo, the posed fox sequence.
+
+A *method* is a callable ``(image0, image1) -> (kpts0, kpts1)`` on grayscale float images in [0, 1] (original
+pixels in and out). Each ``eval_*`` returns a dict of metrics and the per-pair timings; ``PeakRSS`` measures
+the peak resident memory while a method runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..data.posed import load_transforms, relative_pose, select_pairs, undistorted_image
+from ..errors import DataError
+from ..io import read_image
+from ..pose import estimate_homography, estimate_relative_pose
+from .metrics import error_auc, homography_corner_error, pose_error_deg
+
+Method = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakRSS:
+    """Context manager sampling the resident set size every 5 ms; ``peak_mib`` is the peak above the start."""
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PeakRSS":
+        self._base = _rss_kib()
+        self._peak = self._base
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_kib())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_kib())
+        self.peak_mib = max(self.peak_mib, (self._peak - self._base) / 1024)
+
+
+@dataclass
+class Timer:
+    """Runs a method, recording its wall time per pair and its peak extra resident memory."""
+
+    times: list[float] = field(default_factory=list)
+    peak_mib: float = 0.0
+
+    def run(self, method: Method, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            k0, k1 = method(a, b)
+            self.times.append(time.perf_counter() - t)
+        self.peak_mib = max(self.peak_mib, mem.peak_mib)
+        return np.asarray(k0, np.float64).reshape(-1, 2), np.asarray(k1, np.float64).reshape(-1, 2)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"missing benchmark data: {path}")
+    return path
+
+
+def eval_graffiti(method: Method, root: Path, timer: Timer) -> dict[str, float]:
+    """Graffiti 1→2 … 1→6: MAGSAC homography (3 px), mean corner error, AUC@3/5/10 px, and per pair errors."""
+    g = _require(root / "graf")
+    img1 = read_image(g / "img1.png")
+    errs, out = [], {}
+    for k in range(2, 7):
+        imk = read_image(g / f"img{k}.png")
+        H_gt = np.loadtxt(g / f"H1to{k}p")
+        k0, k1 = timer.run(method, img1, imk)
+        H, _ = estimate_homography(k0, k1, threshold_px=3.0)
+        e = homography_corner_error(H, H_gt, img1.shape[1], img1.shape[0])
+        errs.append(e)
+        out[f"graf_1to{k}_err"] = e
+        out[f"graf_1to{k}_n"] = float(len(k0))
+    a3, a5, a10 = error_auc(errs, (3, 5, 10))
+    out.update({"graf_auc3": a3, "graf_auc5": a5, "graf_auc10": a10})
+    return out
+
+
+def _stereo_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    from skimage import data
+
+    left, right, disp = data.stereo_motorcycle()
+    pairs = [("motorcycle", left.astype(np.float32) / 255, right.astype(np.float32) / 255, disp)]
+    s = root / "stereo"
+    if (s / "aloeGT.png").exists():
+        gt = cv2.imread(str(s / "aloeGT.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+        gt[gt == 0] = np.inf  # 0 = unknown; the 8-bit value is the disparity in pixels (checked in tests)
+        pairs.append(("aloe", read_image(s / "aloeL.jpg"), read_image(s / "aloeR.jpg"), gt))
+    return pairs
+
+
+def stereo_errors(k0: np.ndarray, k1: np.ndarray, disp: np.ndarray) -> np.ndarray:
+    """Distance of each right keypoint to the ground truth ``(x - d, y)``; NaN where d is unknown."""
+    xi = np.clip(np.round(k0[:, 0]).astype(int), 0, disp.shape[1] - 1)
+    yi = np.clip(np.round(k0[:, 1]).astype(int), 0, disp.shape[0] - 1)
+    d = disp[yi, xi].astype(np.float64)
+    err = np.hypot(k1[:, 0] - (k0[:, 0] - d), k1[:, 1] - k0[:, 1])
+    err[~np.isfinite(d)] = np.nan
+    return err
+
+
+def eval_stereo(method: Method, root: Path, timer: Timer) -> dict[str, float]:
+    """Middlebury pairs: share of matches within 1 px / 3 px of the ground truth, and match counts."""
+    out = {}
+    for name, left, right, disp in _stereo_pairs(root):
+        k0, k1 = timer.run(method, left, right)
+        e = stereo_errors(k0, k1, disp)
+        e = e[np.isfinite(e)]
+        out[f"{name}_prec1"] = float(np.mean(e < 1)) if len(e) else 0.0
+        out[f"{name}_prec3"] = float(np.mean(e < 3)) if len(e) else 0.0
+        out[f"{name}_n"] = float(len(k0))
+    return out
+
+
+def eval_posed(method: Method, root: Path, timer: Timer, refine: bool = False) -> dict[str, float]:
+    """Fox sequence, undistorted: relative pose AUC@5/10/20° on a fixed list of 40 pairs."""
+    frames = load_transforms(_require(root / "fox"))
+    pairs = select_pairs(frames)
+    cache: dict[int, np.ndarray] = {}
+
+    def gray(i: int) -> np.ndarray:
+        if i not in cache:
+            cache[i] = cv2.cvtColor(undistorted_image(frames[i]), cv2.COLOR_BGR2GRAY).astype(np.float32) / 255
+        return cache[i]
+
+    errs = []
+    for i, j in pairs:
+        k0, k1 = timer.run(method, gray(i), gray(j))
+        R_gt, t_gt = relative_pose(frames[i], frames[j])
+        est = estimate_relative_pose(k0, k1, frames[i].K, frames[j].K, threshold_px=1.0)
+        errs.append(pose_error_deg(est.R, est.t, R_gt, t_gt) if est.success else float("inf"))
+    a5, a10, a20 = error_auc(errs, (5, 10, 20))
+    return {"fox_auc5": a5, "fox_auc10": a10, "fox_auc20": a20, "fox_pairs": float(len(pairs))}

@@ -1,0 +1,150 @@
+"""Turning user images (paths, numpy arrays, PIL images, torch tensors) into grayscale float arrays, with clear
+errors, and preparing them for the network (resize, pad to a multiple of 32, validity mask)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]
+
+MAX_DECODE_PIXELS = 30_000 * 30_000  # refuse larger files (decompression bombs); 20000 px sides are fine
+
+
+def _name(src: Any, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(src, (str, Path)):
+        return str(src)
+    return f"{type(src).__name__} input"
+
+
+def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Read an image file as grayscale float32 ``(H, W)`` in [0, 1], EXIF orientation applied.
+
+    ``max_side``: JPEGs are decoded at a reduced scale where that still leaves ≥ ``max_side`` pixels
+    (bounded memory for huge files). Raises :class:`ImageError` naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"image not found: {path}")
+    if not path.is_file():
+        raise ImageError(f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"empty (zero-byte) image file: {path}")
+    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+    try:
+        with Image.open(path) as im:
+            if max_side and im.format == "JPEG":
+                im.draft("L", (max_side, max_side))
+            im = ImageOps.exif_transpose(im)
+            arr = _pil_to_gray(im)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image too large to decode safely ({e}): {path}") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"not an image file (format not recognised): {path}") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"corrupt or truncated image file {path}: {e}") from e
+    return arr
+
+
+def _pil_to_gray(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
+        return np.clip(arr / top, 0, 1)
+    if im.mode == "F":
+        return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+
+def to_gray(src: ImageInput, name: str | None = None, max_side: int | None = None) -> np.ndarray:
+    """Any supported input → grayscale float32 ``(H, W)`` in [0, 1]. Raises :class:`ImageError`."""
+    label = _name(src, name)
+    if isinstance(src, (str, Path)):
+        return read_image(src, max_side)
+    if isinstance(src, Image.Image):
+        return _pil_to_gray(ImageOps.exif_transpose(src))
+    if isinstance(src, torch.Tensor):
+        t = src.detach().cpu()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise ImageError(f"{label}: expected one image, got a batch of shape {tuple(t.shape)}")
+            t = t[0]
+        if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
+            t = t.permute(1, 2, 0)  # channels first → last
+        src = t.numpy()
+    if not isinstance(src, np.ndarray):
+        raise ImageError(f"{label}: unsupported image type {type(src).__name__}; give a path, numpy array, "
+                         "PIL image or torch tensor")
+    arr = src
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise ImageError(f"{label}: expected an H×W or H×W×3 array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ImageError(f"{label}: empty image of shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        top = 65535.0 if arr.dtype in (np.uint16, np.int32, np.int64, np.uint32) and arr.max() > 255 else 255.0
+        arr = arr.astype(np.float32) / top
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{label}: image contains NaN or inf values")
+    else:
+        raise ImageError(f"{label}: unsupported array dtype {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(arr, 0.0, 1.0)
+
+
+@dataclass
+class Prepared:
+    """A network-ready image: ``tensor`` ``(1, 1, Hp, Wp)``, ``valid`` ``(1, Hp/8, Wp/8)`` bool, the resized
+    size (h, w) before padding, the original size, and the scale (sx, sy) from resized to original pixels."""
+
+    tensor: torch.Tensor
+    valid: torch.Tensor
+    size: tuple[int, int]
+    original: tuple[int, int]
+    scale: tuple[float, float]
+
+
+def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32) -> Prepared:
+    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of 32."""
+    h0, w0 = gray.shape
+    if long_side:
+        s = long_side / max(h0, w0)
+        h, w = max(1, round(h0 * s)), max(1, round(w0 * s))
+        if (h, w) != (h0, w0):
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            gray = cv2.resize(gray, (w, h), interpolation=interp)
+    h, w = gray.shape
+    hp, wp = max(multiple, -(-h // multiple) * multiple), max(multiple, -(-w // multiple) * multiple)
+    padded = np.zeros((hp, wp), np.float32)
+    padded[:h, :w] = gray
+    valid = torch.zeros(1, hp // 8, wp // 8, dtype=torch.bool)
+    valid[:, : -(-h // 8), : -(-w // 8)] = True
+    return Prepared(torch.from_numpy(padded)[None, None], valid, (h, w), (h0, w0), (w0 / w, h0 / h))
+
+
+def to_original(kpts: np.ndarray, prep: Prepared) -> np.ndarray:
+    """Keypoints ``(N, 2)`` in resized pixels → the original image's pixels (pixel centres at integers)."""
+    sx, sy = prep.scale
+    return np.stack([(kpts[:, 0] + 0.5) * sx - 0.5, (kpts[:, 1] + 0.5) * sy - 0.5], -1).astype(np.float32)

@@ -1,0 +1,44 @@
+"""Coarse matching: dual-softmax, mutual nearest neighbours, threshold, padding masks."""
+
+import torch
+
+from imamatch.coarse import dual_softmax, select_matches
+
+
+def test_permuted_features_are_recovered():
+    g = torch.Generator().manual_seed(0)
+    f0 = torch.nn.functional.normalize(torch.randn(1, 30, 16, generator=g), dim=-1)
+    perm = torch.randperm(30, generator=g)
+    f1 = f0[:, perm]
+    conf = dual_softmax(f0 * 4, f1 * 4, temperature=0.1)  # sharp: scale 16/(16*0.1) on cosines
+    m = select_matches(conf, threshold=0.2)
+    assert len(m.i0) == 30
+    assert torch.equal(perm[m.i1], m.i0)
+
+
+def test_training_and_inference_paths_agree():
+    g = torch.Generator().manual_seed(1)
+    f0, f1 = torch.randn(2, 12, 8, generator=g), torch.randn(2, 9, 8, generator=g)
+    with torch.no_grad():
+        fast = dual_softmax(f0, f1, 0.1)
+    slow = dual_softmax(f0.requires_grad_(), f1, 0.1)
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_padding_is_masked():
+    f0 = torch.ones(1, 4, 8)
+    f1 = torch.ones(1, 4, 8)
+    m0 = torch.tensor([[True, True, False, False]])
+    m1 = torch.tensor([[True, False, True, False]])
+    conf = dual_softmax(f0, f1, 0.1, m0, m1)
+    assert conf[0, 2:].abs().max() == 0 and conf[0, :, 1].abs().max() == 0 and conf[0, :, 3].abs().max() == 0
+    assert torch.allclose(conf[0, :2][:, [0, 2]], torch.full((2, 2), 0.25))
+
+
+def test_threshold_and_border():
+    conf = torch.zeros(1, 16, 16)
+    conf[0, torch.arange(16), torch.arange(16)] = torch.linspace(0.05, 0.9, 16)
+    m = select_matches(conf, threshold=0.5)
+    assert (m.confidence > 0.5).all() and len(m.i0) == int((torch.linspace(0.05, 0.9, 16) > 0.5).sum())
+    mb = select_matches(conf, threshold=0.0, border=1, grid0=(4, 4), grid1=(4, 4))
+    assert sorted(mb.i0.tolist()) == [5, 6, 9, 10]
