@@ -40,22 +40,27 @@ def _check(kpts0: np.ndarray, kpts1: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def estimate_relative_pose(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
-                           threshold_px: float = 1.0, confidence: float = 0.99999) -> RelativePose:
-    """Essential matrix by USAC-MAGSAC on normalised coordinates, then the cheirality check.
+                           confidence: np.ndarray | None = None, threshold_px: float = 1.0,
+                           ransac_confidence: float = 0.99999, refine: bool = True,
+                           ba_iters: int = 10) -> RelativePose:
+    """Relative pose from pixel matches ``(N, 2)`` and intrinsics ``K0``, ``K1`` (3×3).
 
-    ``threshold_px`` is converted to normalised units by the mean focal length of both cameras.
-    Fewer than 5 matches, non-finite input or a degenerate configuration give ``success=False``.
+    Essential matrix by USAC-MAGSAC on normalised coordinates (``threshold_px`` over the mean focal length),
+    cheirality check, then (``refine``) two-view bundle adjustment on the inliers, weighted by
+    ``confidence`` ``(N,)``, with a Huber loss at ``threshold_px``. The refined pose is kept only if it lowers
+    the robust reprojection cost. Fewer than 6 matches, non-finite input or a degenerate configuration give
+    ``success=False`` (and R = I, t = 0), never an exception from the solver.
     """
     k0, k1 = _check(kpts0, kpts1)
     n = len(k0)
     finite = np.isfinite(k0).all(1) & np.isfinite(k1).all(1)
-    if finite.sum() < 5:
+    if finite.sum() < 6:
         return _failed(n)
     K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
     n0, n1 = normalize_points(k0[finite], K0), normalize_points(k1[finite], K1)
     f_mean = np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
     try:
-        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.USAC_MAGSAC, prob=confidence,
+        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.USAC_MAGSAC, prob=ransac_confidence,
                                        threshold=threshold_px / f_mean)
     except cv2.error:
         return _failed(n)
@@ -71,7 +76,35 @@ def estimate_relative_pose(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray,
         return _failed(n)
     inliers = np.zeros(n, bool)
     inliers[np.flatnonzero(finite)] = m
-    return RelativePose(R, t / max(np.linalg.norm(t), 1e-12), inliers, True)
+    t = t / max(np.linalg.norm(t), 1e-12)
+    if not refine or inliers.sum() < 6:
+        return RelativePose(R, t, inliers, True)
+    w = None if confidence is None else np.asarray(confidence, np.float64).reshape(-1)[inliers]
+    if w is not None and (len(w) != inliers.sum() or not np.isfinite(w).all()):
+        raise ValueError("confidence must be a finite (N,) array matching the keypoints")
+    R_ba, t_ba = refine_pose(normalize_points(k0[inliers], K0), normalize_points(k1[inliers], K1), R, t, w,
+                             delta=threshold_px / f_mean, iters=ba_iters)
+    if R_ba is None:
+        return RelativePose(R, t, inliers, True)
+    return RelativePose(R_ba, t_ba, inliers, True, refined=True)
+
+
+def refine_pose(x0: np.ndarray, x1: np.ndarray, R: np.ndarray, t: np.ndarray, weights: np.ndarray | None,
+                delta: float, iters: int = 10) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Bundle-adjust one pair (normalised coordinates); returns (None, None) if BA did not lower the cost or
+    produced non-finite values."""
+    import torch
+
+    from .ba import bundle_adjust
+
+    as_t = lambda a: torch.as_tensor(np.asarray(a, np.float64))[None]  # noqa: E731
+    wt = None if weights is None else as_t(weights)
+    with torch.no_grad():
+        res = bundle_adjust(as_t(x0), as_t(x1), as_t(R), as_t(t), wt, iters=iters, delta=delta)
+    R_ba, t_ba = res.R[0].numpy(), res.t[0].numpy()
+    if not (np.isfinite(R_ba).all() and np.isfinite(t_ba).all()) or not bool(res.cost[0] < res.initial_cost[0]):
+        return None, None
+    return R_ba, t_ba
 
 
 def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, threshold_px: float = 3.0,
