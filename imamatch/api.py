@@ -13,6 +13,7 @@ from .config import PRESETS, MatcherConfig
 from .errors import WeightsError
 from .io import ImageInput, prepare, to_gray, to_original
 from .model import IMAMatchNet
+from .pose import estimate_relative_pose
 from .weights import PACKAGE_WEIGHTS, load_into, read_weights
 
 SHIPPED = {"fast": PACKAGE_WEIGHTS / "imamatch-fast.safetensors"}
@@ -72,8 +73,13 @@ class IMAMatch:
         self.net.fine.refine_iters = new.refine_iters
         return self
 
-    def match(self, image0: ImageInput, image1: ImageInput) -> dict[str, np.ndarray]:
+    def match(self, image0: ImageInput, image1: ImageInput, K0: np.ndarray | None = None,
+              K1: np.ndarray | None = None, refine_pose: bool = True) -> dict[str, Any]:
         """Match two images (paths, arrays, PIL images or tensors; sizes may differ).
+
+        With intrinsics ``K0`` and ``K1`` (3×3, original pixels) the relative pose is estimated too
+        (:func:`imamatch.pose.estimate_relative_pose`, with bundle adjustment if ``refine_pose``) and returned
+        as ``R``, ``t`` (unit), ``pose_success`` and ``inliers``.
 
         Returns numpy arrays: ``keypoints0``/``keypoints1`` ``(N, 2)`` (x, y) in each original image's
         pixels, ``confidence`` ``(N,)`` (coarse dual-softmax), ``fine_prob`` ``(N,)`` (classification peak),
@@ -96,7 +102,7 @@ class IMAMatch:
             order = order[: self.conf.max_matches]
         sel = np.flatnonzero(inside)[order]
         densified = out["densified"][sel]
-        return {
+        result = {
             "keypoints0": to_original(k0[sel], p0),
             "keypoints1": to_original(k1[sel], p1),
             "confidence": out["confidence"][sel].astype(np.float32),
@@ -106,3 +112,18 @@ class IMAMatch:
             "num_densified": np.int64(out["num_densified"]),
             "num_rejected": np.int64(out["num_fine"] - out["num_consistent"]),
         }
+        if (K0 is None) != (K1 is None):
+            raise ValueError("give both K0 and K1 to estimate the relative pose")
+        if K0 is not None:
+            pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], _intrinsics(K0, "K0"),
+                                          _intrinsics(K1, "K1"), confidence=result["confidence"],
+                                          refine=refine_pose)
+            result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers)
+        return result
+
+
+def _intrinsics(K: Any, name: str) -> np.ndarray:
+    K = np.asarray(K, np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError(f"{name} must be a finite 3×3 intrinsics matrix with positive focal lengths")
+    return K

@@ -156,14 +156,14 @@ class ReferenceBackbone(nn.Module):
         self.coarse_dim = w3
         self.skip_dims = {4: w2, 2: w1}
         self.stem = nn.Sequential(ConvBNGELU(1, w0, 3, 2), ConvBNGELU(w0, w0))
-        self.half = nn.Sequential(ConvBNGELU(w0, w1), ConvBNGELU(w1, w1))
-        self.quarter = nn.Sequential(_Down(w1, w2), MBConv(w2, w2), MBConv(w2, w2))
-        self.eighth = nn.Sequential(_Down(w2, w3), *[MBConv(w3, w3) for _ in range(4)])
+        self.stage2 = nn.Sequential(ConvBNGELU(w0, w1), ConvBNGELU(w1, w1))
+        self.stage4 = nn.Sequential(_Down(w1, w2), MBConv(w2, w2), MBConv(w2, w2))
+        self.stage8 = nn.Sequential(_Down(w2, w3), *[MBConv(w3, w3) for _ in range(4)])
 
     def forward(self, image: torch.Tensor) -> BackboneOutput:
-        x2 = self.half(self.stem(image))
-        x4 = self.quarter(x2)
-        return BackboneOutput(self.eighth(x4), {4: x4, 2: x2})
+        x2 = self.stage2(self.stem(image))
+        x4 = self.stage4(x2)
+        return BackboneOutput(self.stage8(x4), {4: x4, 2: x2})
 
 
 BACKBONES: dict[str, type[nn.Module]] = {"aliked": LocalFeatureBackbone, "reference": ReferenceBackbone}

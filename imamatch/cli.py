@@ -1,6 +1,7 @@
 """Command-line interface: ``imamatch {match,demo,train} ...``.
 
-Exit codes: 0 success; 1 a documented error (bad image, weights, data: message on stderr); 2 usage error.
+Exit codes: 0 success; 1 a documented error (bad image, weights, data: message on stderr); 2 usage error;
+3 ``pose`` found no relative pose (too few or degenerate matches); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -121,7 +122,49 @@ def _run_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _intrinsics_arg(text: str):
+    """``fx,fy,cx,cy`` or a path to a text file holding a 3×3 matrix."""
+    import numpy as np
+
+    path = Path(text)
+    if path.is_file():
+        try:
+            K = np.loadtxt(path).reshape(3, 3)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text}: not a 3×3 matrix ({e})") from e
+        return K
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fx,fy,cx,cy or a file with a 3×3 matrix, got {text!r}") from None
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+
+
+def _run_pose(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .eval.metrics import rotation_error_deg
+
+    res = _matcher(a).match(a.image0, a.image1, K0=a.K0, K1=a.K1, refine_pose=not a.no_ba)
+    if not res["pose_success"]:
+        print(f"no pose: {len(res['keypoints0'])} matches were not enough for a relative pose", file=sys.stderr)
+        return 3
+    np.set_printoptions(precision=6, suppress=True)
+    print(f"matches: {len(res['keypoints0'])}, inliers: {int(res['inliers'].sum())}")
+    print(f"rotation angle: {rotation_error_deg(res['R'], np.eye(3)):.3f} deg")
+    print("R =\n" + str(res["R"]))
+    print("t = " + str(res["t"]) + "  (unit length; x1 = R x0 + t)")
+    return 0
+
+
 def _add_match(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser("pose", help="relative pose of two calibrated images (robust estimate + bundle adjustment)")
+    q.add_argument("image0")
+    q.add_argument("image1")
+    q.add_argument("--K0", type=_intrinsics_arg, required=True, help="fx,fy,cx,cy or a 3×3 matrix file")
+    q.add_argument("--K1", type=_intrinsics_arg, required=True, help="fx,fy,cx,cy or a 3×3 matrix file")
+    q.add_argument("--no-ba", action="store_true", help="skip the bundle-adjustment refinement")
+    _add_matcher_args(q)
     p = sub.add_parser("match", help="match two images and draw the matches")
     p.add_argument("image0")
     p.add_argument("image1")
@@ -142,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUNNERS = {"match": _run_match, "demo": _run_demo, "train": _run_train}
+RUNNERS = {"match": _run_match, "demo": _run_demo, "pose": _run_pose, "train": _run_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return RUNNERS[args.command](args)
-    except ImamatchError as e:
+    except (ImamatchError, ValueError) as e:
         print(f"imamatch {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
-                 confidence: np.ndarray, path: str | Path, title: str = "", max_lines: int = 1500,
+                 confidence: np.ndarray, path: str | Path, title: str = "", max_lines: int = 400,
                  seed: int = 0) -> Path:
     """Save a side-by-side figure to ``path`` (PNG/JPG/PDF by suffix); returns the path.
 

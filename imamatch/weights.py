@@ -65,4 +65,16 @@ def load_into(net: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str 
     for k, v in tensors.items():
         if not torch.isfinite(v).all() and v.is_floating_point():
             raise WeightsError(f"{path}: tensor {k} holds NaN or inf")
-    net.load_state_dict(tensors)
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+
+
+def export_weights(src: str | Path, dst: str | Path, half: bool = True, **info: str) -> Path:
+    """Copy a training checkpoint's weights to ``dst`` for shipping: float tensors stored as float16
+    (``half``; loading casts back to float32), config and ``info`` kept in the metadata."""
+    tensors, conf, meta = read_weights(src)
+    if conf is None:
+        raise WeightsError(f"{src} holds no imamatch configuration")
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    atomic_save(tensors, dst, {**meta, **info})
+    return Path(dst)

@@ -1,0 +1,34 @@
+"""The command line: usage errors, documented exit codes, files written."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "imamatch", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_usage_errors_exit_2_without_traceback():
+    for args in ([], ["match"], ["match", "a.png"], ["nonsense"], ["match", "a", "b", "--resize", "x"]):
+        r = run(*args)
+        assert r.returncode == 2, args
+        assert "Traceback" not in r.stderr and "usage" in r.stderr
+
+
+def test_missing_image_exits_1_naming_it(tmp_path):
+    r = run("match", str(tmp_path / "nope.png"), str(tmp_path / "nope2.png"), "--out", str(tmp_path / "o.png"))
+    assert r.returncode == 1
+    assert "nope.png" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_demo_writes_picture_and_matches(tmp_path):
+    r = run("demo", "--out", str(tmp_path / "demo.png"), "--save", str(tmp_path / "m.npz"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "demo.png").stat().st_size > 10000
+    m = np.load(tmp_path / "m.npz")
+    assert m["keypoints0"].shape == m["keypoints1"].shape and len(m["keypoints0"]) > 100
+    assert "picture:" in r.stdout and "within 3 px" in r.stdout
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind

@@ -1,0 +1,118 @@
+"""Image input: every supported kind of input, and a clear ImageError naming the input for bad ones."""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from imamatch.errors import ImageError
+from imamatch.io import prepare, read_image, to_gray, to_original
+
+
+def _ramp(h=60, w=80):
+    return (np.arange(h)[:, None] * 2 + np.arange(w)[None, :]).astype(np.uint8)
+
+
+def test_16bit_rgba_palette_and_plain(tmp_path):
+    g = _ramp()
+    cv2.imwrite(str(tmp_path / "g16.png"), g.astype(np.uint16) * 257)
+    a = read_image(tmp_path / "g16.png")
+    np.testing.assert_allclose(a, g / 255.0, atol=1e-4)
+    rgba = np.dstack([g, g, g, np.full_like(g, 255)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_allclose(read_image(tmp_path / "rgba.png"), g / 255.0, atol=1e-2)
+    Image.fromarray(g).convert("P").save(tmp_path / "pal.png")
+    assert read_image(tmp_path / "pal.png").shape == g.shape
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    g = _ramp(40, 100)
+    im = Image.fromarray(g)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    im.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
+    assert read_image(tmp_path / "rot.jpg").shape == (100, 40)
+
+
+@pytest.mark.parametrize("kind", ["missing", "zero", "truncated", "garbage", "text", "dir"])
+def test_bad_files_raise_image_error_naming_the_file(tmp_path, kind):
+    p = tmp_path / f"bad_{kind}.png"
+    if kind == "zero":
+        p.write_bytes(b"")
+    elif kind == "truncated":
+        ok, buf = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8))
+        p.write_bytes(buf.tobytes()[: len(buf) // 2])
+    elif kind == "garbage":
+        p.write_bytes(np.random.default_rng(1).bytes(5000))
+    elif kind == "text":
+        p.write_text("not an image at all\n" * 20)
+    elif kind == "dir":
+        p.mkdir()
+    with pytest.raises(ImageError, match="bad_"):
+        read_image(p)
+
+
+def test_arrays_tensors_and_pil():
+    g = _ramp()
+    ref = g / 255.0
+    np.testing.assert_allclose(to_gray(g), ref, atol=1e-6)
+    np.testing.assert_allclose(to_gray(np.dstack([g] * 3)), ref, atol=1e-4)
+    np.testing.assert_allclose(to_gray(torch.from_numpy(g)[None, None].float() / 255), ref, atol=1e-6)
+    np.testing.assert_allclose(to_gray(torch.from_numpy(np.dstack([g] * 3)).permute(2, 0, 1)), ref, atol=1e-4)
+    np.testing.assert_allclose(to_gray(Image.fromarray(g)), ref, atol=1e-6)
+    assert to_gray(np.zeros((1, 1), np.float32)).shape == (1, 1)
+
+
+@pytest.mark.parametrize("bad", [np.full((10, 10), np.nan, np.float32), np.zeros((4, 5, 6)), np.zeros((0, 5)),
+                                 np.zeros((2, 3, 4, 5)), "x" * 3])
+def test_bad_arrays(bad):
+    with pytest.raises(ImageError):
+        to_gray(bad if not isinstance(bad, str) else [bad], name="img")
+
+
+def test_prepare_pads_and_maps_back():
+    g = np.random.default_rng(0).random((300, 500), dtype=np.float32)
+    p = prepare(g, 640)
+    assert p.size == (384, 640) and p.tensor.shape == (1, 1, 384, 640)
+    assert p.valid.shape == (1, 48, 80) and bool(p.valid.all())
+    q = prepare(g, 200)
+    assert q.tensor.shape[-1] % 32 == 0 and q.size == (120, 200)
+    assert int(q.valid.sum()) == 15 * 25
+    # pixel centres map back exactly: resized pixel x ↔ original (x + 0.5) * s - 0.5
+    np.testing.assert_allclose(to_original(np.array([[-0.5, -0.5], [199.5, 119.5]]), q), [[-0.5, -0.5], [499.5, 299.5]])
+
+
+def test_huge_jpeg_decodes_with_bounded_size(tmp_path):
+    big = np.tile(_ramp(100, 100), (40, 200))  # 4000 × 20000
+    cv2.imwrite(str(tmp_path / "huge.jpg"), big)
+    a = read_image(tmp_path / "huge.jpg", max_side=640)
+    assert max(a.shape) < 20000 and max(a.shape) >= 640  # decoded at a reduced scale
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=0, max_size=3000))
+def test_fuzz_file_bytes(tmp_path_factory, data):
+    p = tmp_path_factory.mktemp("fz") / "f.img"
+    p.write_bytes(data)
+    try:
+        a = read_image(p)
+    except ImageError:
+        return
+    assert a.ndim == 2 and a.dtype == np.float32 and np.isfinite(a).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.int32, np.bool_]),
+                  shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=12)))
+def test_fuzz_arrays(arr):
+    try:
+        a = to_gray(arr)
+    except ImageError:
+        return
+    assert a.ndim == 2 and a.dtype == np.float32 and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1

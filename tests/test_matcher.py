@@ -1,0 +1,86 @@
+"""The shipped matcher on real images with known answers."""
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from imamatch.eval.metrics import homography_corner_error
+from imamatch.io import read_image
+from imamatch.pose import estimate_homography
+
+
+def test_graffiti_1to3_homography_under_3px(matcher, shared):
+    out = matcher.match(shared / "graf" / "img1.png", shared / "graf" / "img3.png")
+    H_gt = np.loadtxt(shared / "graf" / "H1to3p")
+    H, inl = estimate_homography(out["keypoints0"], out["keypoints1"], threshold_px=3.0)
+    err = homography_corner_error(H, H_gt, 800, 640)
+    assert err < 3.0, err
+    assert len(out["keypoints0"]) > 300
+
+
+def test_stereo_pair_matches_follow_the_disparity(matcher):
+    left, right, disp = data.stereo_motorcycle()
+    out = matcher.match(left, right)
+    k0, k1 = out["keypoints0"], out["keypoints1"]
+    assert len(k0) > 1000
+    xi, yi = np.round(k0[:, 0]).astype(int), np.round(k0[:, 1]).astype(int)
+    d = disp[yi, xi]
+    ok = np.isfinite(d)
+    err = np.hypot(k1[ok, 0] - (k0[ok, 0] - d[ok]), k1[ok, 1] - k0[ok, 1])
+    assert np.mean(err < 3) > 0.6, np.mean(err < 3)
+    assert out["densified"].any() and out["num_densified"] > 0
+
+
+def test_scale_change_and_different_sizes(matcher):
+    img = data.astronaut().mean(-1) / 255.0  # 512×512
+    half = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
+    out = matcher.match(img, half)
+    k0, k1 = out["keypoints0"], out["keypoints1"]
+    assert len(k0) > 200
+    expect = (k0 + 0.5) / 2 - 0.5  # pixel-centre convention
+    err = np.linalg.norm(k1 - expect, axis=1)
+    assert np.median(err) < 1.0, np.median(err)
+    assert (k1 >= -0.5).all() and (k1[:, 0] <= 255.5).all() and (k1[:, 1] <= 255.5).all()
+
+
+def test_deterministic_bit_identical(matcher):
+    left, right, _ = data.stereo_motorcycle()
+    a, b = matcher.match(left, right), matcher.match(left, right)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (40, 30), (3000, 20)])
+def test_tiny_and_odd_images_give_well_formed_results(matcher, shape):
+    rng = np.random.default_rng(0)
+    out = matcher.match(rng.random(shape, dtype=np.float32), rng.random((64, 64), dtype=np.float32))
+    n = len(out["keypoints0"])
+    assert out["keypoints0"].shape == (n, 2) and out["keypoints1"].shape == (n, 2)
+    assert out["confidence"].shape == (n,) and out["densified"].dtype == bool
+    assert np.isfinite(out["keypoints0"]).all()
+
+
+def test_blank_and_identical_images(matcher):
+    blank = np.full((240, 320), 0.5, np.float32)
+    out = matcher.match(blank, blank)
+    assert out["keypoints0"].shape[1] == 2  # well-formed, possibly empty
+    img = data.camera() / 255.0
+    same = matcher.match(img, img)
+    assert len(same["keypoints0"]) > 500
+    assert np.median(np.linalg.norm(same["keypoints0"] - same["keypoints1"], axis=1)) < 0.5
+
+
+def test_relative_pose_on_the_posed_sequence(matcher, shared):
+    from imamatch.data.posed import load_transforms, relative_pose, undistorted_image
+    from imamatch.eval.metrics import pose_error_deg
+
+    frames = load_transforms(shared / "fox")
+    i, j = 10, 14
+    a, b = undistorted_image(frames[i]), undistorted_image(frames[j])
+    out = matcher.match(a, b, K0=frames[i].K, K1=frames[j].K)
+    R_gt, t_gt = relative_pose(frames[i], frames[j])
+    assert out["pose_success"]
+    assert pose_error_deg(out["R"], out["t"], R_gt, t_gt) < 5.0
+    with pytest.raises(ValueError, match="K1"):
+        matcher.match(a, b, K0=frames[i].K, K1=np.eye(2))
