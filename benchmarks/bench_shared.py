@@ -66,7 +66,7 @@ def evaluate(name: str, method, data: Path) -> dict[str, float]:
            np.random.default_rng(1).random((480, 640), dtype=np.float32))  # warm-up
     res.update(eval_graffiti(method, data, timer))
     res.update(eval_stereo(method, data, timer))
-    res.update(eval_posed(method, data, timer))
+    res.update(eval_posed(method, data / "fox", timer))
     res["s_per_pair"] = float(np.mean(timer.times))
     res["peak_mib"] = timer.peak_mib
     print(f"{name}: " + ", ".join(f"{k}={v:.3g}" for k, v in res.items() if not k.startswith("graf_1to")),

@@ -177,15 +177,76 @@ def _add_match(sub: argparse._SubParsersAction) -> None:
     _add_matcher_args(d)
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate on a standard benchmark or a folder")
+    p.add_argument("benchmark", choices=["megadepth1500", "scannet1500", "homography", "posed"])
+    p.add_argument("--root", required=True, help="dataset root (images), an HPatches-style or a posed folder")
+    p.add_argument("--index", help="index folder (megadepth1500: the scene-info folder with "
+                   "megadepth_test_1500.txt; scannet1500: the folder with test.npz and intrinsics.npz)")
+    p.add_argument("--out", help="markdown table to write (default: eval-<benchmark>.md)")
+    p.add_argument("--ba", action="store_true", help="refine poses with bundle adjustment")
+    _add_matcher_args(p)
+    p.set_defaults(resize=None)
+
+
+def _run_eval(a: argparse.Namespace) -> int:
+    from .atomic import atomic_path
+    from .errors import DataError
+
+    defaults = {"megadepth1500": 1216, "scannet1500": 640, "homography": 640, "posed": 640}
+    if a.resize is None:
+        a.resize = defaults[a.benchmark]
+    root = Path(a.root)
+    if not root.is_dir():
+        raise DataError(f"dataset root not found: {root}")
+    matcher = _matcher(a)
+
+    def match(p0, p1):
+        r = matcher.match(p0, p1)
+        return r["keypoints0"], r["keypoints1"]
+
+    if a.benchmark in ("megadepth1500", "scannet1500"):
+        from .data.standard import megadepth_pairs, scannet_pairs
+        from .eval.standard import evaluate_pose_pairs
+
+        if not a.index:
+            raise DataError(f"{a.benchmark} needs --index (the folder of its index files)")
+        mega = a.benchmark == "megadepth1500"
+        pairs = megadepth_pairs(a.index) if mega else scannet_pairs(a.index)
+        if not mega:
+            root = root / "scannet_test_1500" if (root / "scannet_test_1500").is_dir() else root
+        res = evaluate_pose_pairs(match, root, pairs, 5e-4 if mega else 1e-4, refine=a.ba)
+    elif a.benchmark == "homography":
+        from .eval.standard import evaluate_homography_folder
+
+        res = evaluate_homography_folder(match, root)
+    else:
+        from .eval.suite import Timer, eval_posed
+
+        res = eval_posed(match, root, Timer(), refine=a.ba, prefix="pose")
+        res = {k.removeprefix("pose_"): v for k, v in res.items()}
+    table = ("| " + " | ".join(res) + " |\n" + "|---" * len(res) + "|\n| "
+             + " | ".join(f"{v * 100:.1f}" if k.startswith(("auc", "precision")) else f"{v:.0f}" for k, v in res.items())
+             + " |\n")
+    out = Path(a.out or f"eval-{a.benchmark}.md")
+    with atomic_path(out) as tmp:
+        tmp.write_text(f"{a.benchmark} ({root}, long side {a.resize})\n\n{table}")
+    print(table)
+    print(f"table: {out.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imamatch", description="IMAMatch semi-dense image matching")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_match(sub)
+    _add_eval(sub)
     _add_train(sub)
     return parser
 
 
-RUNNERS = {"match": _run_match, "demo": _run_demo, "pose": _run_pose, "train": _run_train}
+RUNNERS = {"match": _run_match, "demo": _run_demo, "pose": _run_pose, "eval": _run_eval,
+           "train": _run_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

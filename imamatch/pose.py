@@ -42,11 +42,11 @@ def _check(kpts0: np.ndarray, kpts1: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def estimate_relative_pose(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
                            confidence: np.ndarray | None = None, threshold_px: float = 1.0,
                            ransac_confidence: float = 0.99999, refine: bool = True,
-                           ba_iters: int = 10) -> RelativePose:
+                           ba_iters: int = 10, method: str = "magsac") -> RelativePose:
     """Relative pose from pixel matches ``(N, 2)`` and intrinsics ``K0``, ``K1`` (3×3).
 
-    Essential matrix by USAC-MAGSAC on normalised coordinates (``threshold_px`` over the mean focal length),
-    cheirality check, then (``refine``) two-view bundle adjustment on the inliers, weighted by
+    Essential matrix by USAC-MAGSAC on normalised coordinates (``threshold_px`` over the mean focal length;
+    ``method="ransac"``: OpenCV's plain RANSAC, as in the MegaDepth/ScanNet protocol), cheirality check, then (``refine``) two-view bundle adjustment on the inliers, weighted by
     ``confidence`` ``(N,)``, with a Huber loss at ``threshold_px``. The refined pose is kept only if it lowers
     the robust reprojection cost. Fewer than 6 matches, non-finite input or a degenerate configuration give
     ``success=False`` (and R = I, t = 0), never an exception from the solver.
@@ -60,7 +60,8 @@ def estimate_relative_pose(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray,
     n0, n1 = normalize_points(k0[finite], K0), normalize_points(k1[finite], K1)
     f_mean = np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
     try:
-        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.USAC_MAGSAC, prob=ransac_confidence,
+        flag = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC}[method]
+        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=flag, prob=ransac_confidence,
                                        threshold=threshold_px / f_mean)
     except cv2.error:
         return _failed(n)

@@ -6,6 +6,7 @@ network raises :class:`WeightsError` naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,10 +22,22 @@ from .errors import WeightsError
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (sorted by name)."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().contiguous().cpu()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically."""
+    """Write a safetensors file atomically, with a digest of its tensors in the metadata."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {**metadata, "sha256": tensor_digest(tensors)}
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def save_weights(net: torch.nn.Module, conf: MatcherConfig, path: str | Path, **info: str) -> None:
@@ -44,6 +57,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], MatcherConf
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path} is not a readable safetensors weights file ({e})") from e
+    if "sha256" in meta and tensor_digest(tensors) != meta["sha256"]:
+        raise WeightsError(f"{path}: tensor checksum mismatch (the file was modified or corrupted)")
     conf = None
     if "config" in meta:
         try:

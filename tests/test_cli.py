@@ -32,3 +32,16 @@ def test_demo_writes_picture_and_matches(tmp_path):
     assert m["keypoints0"].shape == m["keypoints1"].shape and len(m["keypoints0"]) > 100
     assert "picture:" in r.stdout and "within 3 px" in r.stdout
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_pose_command_prints_rotation(shared):
+    import json
+
+    meta = json.loads((shared / "fox" / "transforms.json").read_text())
+    k = f"{meta['fl_x']},{meta['fl_y']},{meta['cx']},{meta['cy']}"
+    a, b = shared / "fox" / "images" / "0010.jpg", shared / "fox" / "images" / "0012.jpg"
+    r = run("pose", str(a), str(b), "--K0", k, "--K1", k)
+    assert r.returncode == 0, r.stderr
+    assert "R =" in r.stdout and "t =" in r.stdout and "inliers" in r.stdout
+    bad = run("pose", str(a), str(b), "--K0", "1,2,3", "--K1", k)
+    assert bad.returncode == 2 and "fx,fy,cx,cy" in bad.stderr

@@ -77,3 +77,12 @@ def test_reference_preset_builds_and_runs():
     assert n_params > 20e6
     out = m.match(torch.rand(96, 128), torch.rand(96, 128))
     assert out["keypoints0"].shape[1] == 2
+
+
+def test_tampered_tensor_bytes_are_detected(tmp_path):
+    raw = bytearray(SHIPPED.read_bytes())
+    raw[-1000] ^= 0xFF  # flip bits inside the tensor data, header untouched
+    p = tmp_path / "tampered.safetensors"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(WeightsError, match="checksum"):
+        IMAMatch(weights=p)

@@ -136,9 +136,11 @@ def eval_stereo(method: Method, root: Path, timer: Timer) -> dict[str, float]:
     return out
 
 
-def eval_posed(method: Method, root: Path, timer: Timer, refine: bool = False) -> dict[str, float]:
-    """Fox sequence, undistorted: relative pose AUC@5/10/20° on a fixed list of 40 pairs."""
-    frames = load_transforms(_require(root / "fox"))
+def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool = False,
+               prefix: str = "fox") -> dict[str, float]:
+    """A posed sequence (``transforms.json``), undistorted: relative pose AUC@5/10/20° on the fixed pair list of
+    :func:`select_pairs`; ``refine`` adds bundle adjustment to the robust estimate."""
+    frames = load_transforms(_require(folder))
     pairs = select_pairs(frames)
     cache: dict[int, np.ndarray] = {}
 
@@ -151,7 +153,7 @@ def eval_posed(method: Method, root: Path, timer: Timer, refine: bool = False) -
     for i, j in pairs:
         k0, k1 = timer.run(method, gray(i), gray(j))
         R_gt, t_gt = relative_pose(frames[i], frames[j])
-        est = estimate_relative_pose(k0, k1, frames[i].K, frames[j].K, threshold_px=1.0)
+        est = estimate_relative_pose(k0, k1, frames[i].K, frames[j].K, threshold_px=1.0, refine=refine)
         errs.append(pose_error_deg(est.R, est.t, R_gt, t_gt) if est.success else float("inf"))
     a5, a10, a20 = error_auc(errs, (5, 10, 20))
-    return {"fox_auc5": a5, "fox_auc10": a10, "fox_auc20": a20, "fox_pairs": float(len(pairs))}
+    return {f"{prefix}_auc5": a5, f"{prefix}_auc10": a10, f"{prefix}_auc20": a20, f"{prefix}_pairs": float(len(pairs))}
