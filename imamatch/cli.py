@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .atomic import atomic_path
 from .errors import ImamatchError
 
 
@@ -74,7 +75,6 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
 
     import numpy as np
 
-    from .atomic import atomic_path
     from .io import to_gray
     from .viz import draw_matches
 
@@ -190,7 +190,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(a: argparse.Namespace) -> int:
-    from .atomic import atomic_path
     from .errors import DataError
 
     defaults = {"megadepth1500": 1216, "scannet1500": 640, "homography": 640, "posed": 640}
@@ -236,17 +235,108 @@ def _run_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sfm(sub: argparse._SubParsersAction) -> None:
+    def pair_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("images", help="folder of images (searched recursively)")
+        p.add_argument("--out", required=True, help="output folder (resumable: run again to continue)")
+        p.add_argument("--mode", choices=["exhaustive", "sequential"], default="exhaustive")
+        p.add_argument("--window", type=int, default=5, help="sequential: pairs with the next N images")
+        p.add_argument("--pairs-file", help="text file of 'name0 name1' lines (overrides --mode)")
+        p.add_argument("--workers", type=int, default=1, help="matching processes")
+        p.add_argument("--quantize", type=float, default=2.0, help="keypoint merge grid (pixels)")
+        _add_matcher_args(p)
+
+    p = sub.add_parser("pairs", help="match many pairs; write hloc-style features.h5 / matches.h5")
+    pair_args(p)
+    p.add_argument("--shard", help="k/n: match only every n-th pair starting at k (for several machines)")
+    c = sub.add_parser("colmap", help="match, build a COLMAP database and run pycolmap's incremental mapper")
+    pair_args(c)
+    c.add_argument("--camera-mode", choices=["single", "per_image", "auto"], default="single")
+    m = sub.add_parser("merge", help="merge the raw results of sharded 'pairs' runs into one output folder")
+    m.add_argument("inputs", nargs="+", help="output folders of the shards")
+    m.add_argument("--images", required=True, help="the image folder (for image sizes)")
+    m.add_argument("--out", required=True)
+    m.add_argument("--quantize", type=float, default=2.0)
+
+
+def _pairs_and_match(a: argparse.Namespace, shard: str | None = None) -> list:
+    from . import sfm
+
+    names = sfm.list_images(a.images)
+    pairs = sfm.select_pairs(names, a.mode, a.window, a.pairs_file)
+    if shard:
+        try:
+            k, n = (int(v) for v in shard.split("/"))
+            assert 0 <= k < n
+        except (ValueError, AssertionError):
+            raise ValueError(f"--shard must be k/n with 0 <= k < n, got {shard!r}") from None
+        pairs = pairs[k::n]
+    over = {"resize": a.resize or None}
+    if a.threshold is not None:
+        over["coarse_threshold"] = a.threshold
+    if a.densify is not None:
+        over["densify"] = a.densify
+    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, **over)
+    print(f"{len(pairs)} pairs ({n_new} matched now, {len(pairs) - n_new} already done)")
+    return pairs
+
+
+def _finish_h5(images: str, out: str, raw_dirs: list, pairs: list | None, quantize: float) -> None:
+    import numpy as np
+
+    from . import sfm
+
+    merged = sfm.merge_keypoints(sfm.load_raw(raw_dirs, pairs), quantize)
+    feats, mats = sfm.write_h5(merged, out, sfm.image_sizes(images, sorted(merged.keypoints)))
+    tracks = sfm.track_lengths(merged)
+    n_kp = sum(len(k) for k in merged.keypoints.values())
+    print(f"{len(merged.keypoints)} images, {n_kp} keypoints, {len(tracks)} tracks, mean track length "
+          f"{np.mean(tracks) if len(tracks) else 0:.2f}, max {tracks.max() if len(tracks) else 0}")
+    print(f"features: {feats}\nmatches: {mats}")
+
+
+def _run_pairs(a: argparse.Namespace) -> int:
+    pairs = _pairs_and_match(a, a.shard)
+    _finish_h5(a.images, a.out, [a.out], pairs, a.quantize)
+    return 0
+
+
+def _run_merge(a: argparse.Namespace) -> int:
+    from . import sfm
+
+    raw = sfm.load_raw(a.inputs)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "pairs.txt") as tmp:
+        tmp.write_text("".join(f"{x} {y}\n" for x, y in raw))
+    _finish_h5(a.images, a.out, a.inputs, None, a.quantize)
+    return 0
+
+
+def _run_colmap(a: argparse.Namespace) -> int:
+    from . import sfm
+
+    _pairs_and_match(a)
+    res = sfm.reconstruct(a.images, a.out, a.camera_mode)
+    print(f"registered {res['registered']} / {res['images']} images, {res['points3D']} points, "
+          f"mean reprojection error {res['mean_reprojection_error']:.3f} px, mean track length "
+          f"{res['mean_track_length_model']:.2f} ({res['models']} model(s))")
+    print(f"model: {Path(a.out).resolve() / 'sparse'}  database: {Path(a.out).resolve() / 'database.db'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imamatch", description="IMAMatch semi-dense image matching")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_match(sub)
     _add_eval(sub)
+    _add_sfm(sub)
     _add_train(sub)
     return parser
 
 
 RUNNERS = {"match": _run_match, "demo": _run_demo, "pose": _run_pose, "eval": _run_eval,
-           "train": _run_train}
+           "pairs": _run_pairs, "merge": _run_merge, "colmap": _run_colmap, "train": _run_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,26 +36,44 @@ class Encoded:
     mask1: torch.Tensor | None
 
 
-class TopDown(nn.Module):
-    """FPN-like path from the attended 1/8 map back to 1/2: upsample, add lateral skips, depthwise smooth."""
+class DWBlock(nn.Module):
+    """Residual depthwise-separable 3×3 block (cheap spatial mixing at 1/2 resolution)."""
 
-    def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int) -> None:
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, dim, 1), nn.GELU(),
+                                  nn.Conv2d(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class TopDown(nn.Module):
+    """FPN-like path from the attended 1/8 map back to 1/2: upsample, add lateral skips (at 1/2 also a small
+    stem on the raw pixels, space-to-depth 2×2, for pixel-level detail), then depthwise-separable blocks."""
+
+    def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2) -> None:
         super().__init__()
         self.strides = sorted(skip_dims, reverse=True)
         self.top = nn.Conv2d(coarse_dim, out_dim, 1)
-        self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c, out_dim, 1) for s, c in skip_dims.items()})
-        self.smooth = nn.ModuleDict({str(s): nn.Sequential(
-            nn.Conv2d(out_dim, out_dim, 3, padding=1, groups=out_dim), nn.GELU(), nn.Conv2d(out_dim, out_dim, 1))
-            for s in skip_dims})
+        self.pixel_stem = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 32, 3, padding=1),
+                                        nn.GELU())
+        extra = {s: (32 if s == 2 else 0) for s in skip_dims}
+        self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c + extra[s], out_dim, 1) for s, c in skip_dims.items()})
+        self.smooth = nn.ModuleDict({str(s): DWBlock(out_dim) for s in skip_dims})
+        self.blocks = nn.Sequential(*[DWBlock(out_dim) for _ in range(n_blocks)])
 
-    def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor]) -> torch.Tensor:
+    def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """``coarse`` ``(B, C, H/8, W/8)``, ``skips`` by stride, ``image`` ``(B, 1, H, W)`` → ``(B, Cf, H/2, W/2)``."""
         x = self.top(coarse)
         for s in self.strides:
             skip = skips[s]
+            if s == 2:
+                skip = torch.cat([skip, self.pixel_stem(F.pixel_unshuffle(image, 2))], dim=1)
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = x + self.lateral[str(s)](skip)
-            x = x + self.smooth[str(s)](x)
-        return x
+            x = self.smooth[str(s)](x)
+        return self.blocks(x)
 
 
 class IMAMatchNet(nn.Module):
@@ -101,9 +119,10 @@ class IMAMatchNet(nn.Module):
             raise ValueError("give both validity masks or neither")
         c0, c1 = self.transformer(c0, c1, valid0, valid1)
         if c0.shape == c1.shape:
-            f0, f1 = self.top_down(torch.cat([c0, c1]), {s: torch.cat([skips0[s], skips1[s]]) for s in skips0}).chunk(2)
+            f0, f1 = self.top_down(torch.cat([c0, c1]), {s: torch.cat([skips0[s], skips1[s]]) for s in skips0},
+                                   torch.cat([image0, image1])).chunk(2)
         else:
-            f0, f1 = self.top_down(c0, skips0), self.top_down(c1, skips1)
+            f0, f1 = self.top_down(c0, skips0, image0), self.top_down(c1, skips1, image1)
         grid0, grid1 = tuple(c0.shape[-2:]), tuple(c1.shape[-2:])
         c0, c1 = c0.flatten(2).transpose(1, 2), c1.flatten(2).transpose(1, 2)
         m0 = None if valid0 is None else valid0.flatten(1)

@@ -21,7 +21,7 @@ class LossConfig:
     fine_samples: int = 256          # fine queries per pair
     w_coarse: float = 1.0
     w_regress: float = 1.0
-    w_classify: float = 0.5
+    w_classify: float = 1.0
     w_refine: float = 1.0
 
 

@@ -38,7 +38,7 @@ class TrainConfig:
     seed: int = 66
     ckpt_every: int = 100
     freeze_backbone: bool = True
-    init: str | None = None          # imamatch .safetensors to start from
+    init: str | None = None          # imamatch .safetensors to start from (tensors whose name and shape fit)
     init_aliked: str | None = None   # ALIKED-n16 .pth (read with weights_only=True) for the backbone
     threads: int | None = None
     max_minutes: float | None = None  # stop (with a checkpoint) after this long
@@ -107,10 +107,11 @@ def train(cfg: TrainConfig) -> Path:
     else:
         state = None
         if cfg.init:
-            tensors, stored, _ = read_weights(cfg.init)
-            conf = stored or conf
-            net = IMAMatchNet(conf)
-            load_into(net, tensors, cfg.init)
+            tensors, _, _ = read_weights(cfg.init)
+            own = net.state_dict()
+            fit = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+            net.load_state_dict(fit, strict=False)
+            print(f"initialised {len(fit)} of {len(own)} tensors from {cfg.init}")
         elif cfg.init_aliked:
             load_aliked_backbone(net, cfg.init_aliked)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))

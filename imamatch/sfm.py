@@ -1,0 +1,315 @@
+"""Many pairs to a 3D model: pair selection, resumable batch matching, hloc-style ``features.h5`` /
+``matches.h5``, a COLMAP database and pycolmap's incremental mapper.
+
+Layout of an output folder ``DIR``::
+
+    DIR/pairs.txt            the pair list ("name0 name1" per line)
+    DIR/raw/<k>.npz          one file per matched pair, written atomically (the unit of resumption / sharding)
+    DIR/features.h5          hloc format: /<image name>/keypoints (N, 2), scores (N,), image_size
+    DIR/matches.h5           hloc format: /<name0 with / → ->/<name1 …>/matches0 (N0,), matching_scores0
+    DIR/database.db, DIR/sparse/<k>/   (``colmap``)
+
+Semi-dense matches have no repeatable keypoints, so each image's matched points (from all its pairs) are
+snapped to a grid of ``quantize`` pixels and merged: points of different pairs that fall in the same grid cell
+become one keypoint, which lets tracks form across pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .data.synthetic import IMAGE_SUFFIXES
+from .errors import DataError
+
+
+def list_images(image_dir: str | Path) -> list[str]:
+    """Image names (relative paths, sorted) under ``image_dir``."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise DataError(f"image folder not found: {image_dir}")
+    names = sorted(str(p.relative_to(image_dir)) for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(names) < 2:
+        raise DataError(f"need at least two images in {image_dir}, found {len(names)}")
+    return names
+
+
+def select_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5,
+                 pairs_file: str | Path | None = None) -> list[tuple[str, str]]:
+    """``exhaustive`` (all pairs), ``sequential`` (each image with the next ``window``), or a pairs file."""
+    if pairs_file is not None:
+        known = set(names)
+        pairs = []
+        for k, line in enumerate(Path(pairs_file).read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) < 2 or parts[0] not in known or parts[1] not in known:
+                raise DataError(f"{pairs_file}:{k}: expected two image names of the folder, got {line!r}")
+            pairs.append((parts[0], parts[1]))
+        return pairs
+    if mode == "exhaustive":
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    if mode == "sequential":
+        return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, min(len(names), i + 1 + window))]
+    raise ValueError(f"unknown pair mode {mode!r}; expected 'exhaustive' or 'sequential'")
+
+
+def pair_key(a: str, b: str) -> str:
+    """A file-name-safe, stable key of a pair."""
+    return hashlib.sha1(f"{a}\0{b}".encode()).hexdigest()[:20]
+
+
+# ------------------------------------------------------------------ batch matching (worker processes)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(weights: str | None, overrides: dict, threads: int) -> None:
+    import torch
+
+    from .api import IMAMatch
+
+    torch.set_num_threads(threads)
+    _WORKER["m"] = IMAMatch(weights=weights, **overrides) if weights else IMAMatch.from_pretrained(**overrides)
+
+
+def _match_one(image_dir: str, a: str, b: str, dst: str) -> str:
+    r = _WORKER["m"].match(Path(image_dir) / a, Path(image_dir) / b)
+    with atomic_path(dst) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, keypoints0=r["keypoints0"], keypoints1=r["keypoints1"], confidence=r["confidence"],
+                     name0=a, name1=b)
+    return dst
+
+
+def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir: str | Path,
+                weights: str | None = None, workers: int = 1, threads: int | None = None,
+                **overrides: Any) -> int:
+    """Match every pair not already in ``out_dir/raw`` (resumable: a killed run loses at most the pairs in
+    flight; files appear atomically). Returns the number of pairs matched now."""
+    out = Path(out_dir)
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "pairs.txt") as tmp:
+        tmp.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    todo = [(a, b) for a, b in pairs if not (raw / f"{pair_key(a, b)}.npz").exists()]
+    if not todo:
+        return 0
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="matching", unit="pair", dynamic_ncols=True)
+    if workers <= 1:
+        _init_worker(weights, overrides, threads)
+        for a, b in todo:
+            _match_one(str(image_dir), a, b, str(raw / f"{pair_key(a, b)}.npz"))
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(weights, overrides, threads)) as ex:
+            futs = [ex.submit(_match_one, str(image_dir), a, b, str(raw / f"{pair_key(a, b)}.npz")) for a, b in todo]
+            for f in as_completed(futs):
+                f.result()
+                bar.update(1)
+    bar.close()
+    return len(todo)
+
+
+# ------------------------------------------------------------------ merging into keypoints per image
+@dataclass
+class MergedMatches:
+    """``keypoints[name]`` (K, 2) float32, ``scores[name]`` (K,), ``matches[(a, b)]`` (M, 2) int indices and
+    ``match_scores[(a, b)]`` (M,)."""
+
+    keypoints: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    matches: dict[tuple[str, str], np.ndarray]
+    match_scores: dict[tuple[str, str], np.ndarray]
+
+
+def load_raw(raw_dirs: Sequence[str | Path], pairs: Sequence[tuple[str, str]] | None = None) -> dict[tuple[str, str], dict]:
+    """Read the per-pair results of one or several (sharded) output folders."""
+    out: dict[tuple[str, str], dict] = {}
+    for d in raw_dirs:
+        d = Path(d)
+        raw = d / "raw" if (d / "raw").is_dir() else d
+        for f in sorted(raw.glob("*.npz")):
+            with np.load(f, allow_pickle=False) as z:
+                key = (str(z["name0"]), str(z["name1"]))
+                out[key] = {k: z[k] for k in ("keypoints0", "keypoints1", "confidence")}
+    if pairs is not None:
+        missing = [p for p in pairs if tuple(p) not in out]
+        if missing:
+            raise DataError(f"{len(missing)} pairs have no results yet, e.g. {missing[0]}: run the matching first")
+        out = {tuple(p): out[tuple(p)] for p in pairs}
+    return out
+
+
+def merge_keypoints(raw: dict[tuple[str, str], dict], quantize: float = 2.0) -> MergedMatches:
+    """Snap matched points to a ``quantize``-pixel grid per image and merge duplicates (see module doc).
+    Within a pair, a keypoint keeps only its most confident match (both directions)."""
+    cells: dict[str, dict[tuple[int, int], int]] = {}
+    pts: dict[str, list[np.ndarray]] = {}
+    score: dict[str, list[float]] = {}
+
+    def ids(name: str, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        table = cells.setdefault(name, {})
+        plist, slist = pts.setdefault(name, []), score.setdefault(name, [])
+        q = np.floor(kp / quantize).astype(np.int64)
+        out = np.empty(len(kp), np.int64)
+        for n, (cx, cy) in enumerate(q):
+            k = table.get((cx, cy))
+            if k is None:
+                k = table[(cx, cy)] = len(plist)
+                plist.append(kp[n])
+                slist.append(float(conf[n]))
+            else:
+                slist[k] = max(slist[k], float(conf[n]))
+            out[n] = k
+        return out
+
+    matches, mscores = {}, {}
+    for (a, b), r in raw.items():
+        conf = r["confidence"].astype(np.float32)
+        i0 = ids(a, r["keypoints0"], conf)
+        i1 = ids(b, r["keypoints1"], conf)
+        order = np.argsort(-conf, kind="stable")
+        _, first0 = np.unique(i0[order], return_index=True)
+        keep = order[first0]
+        _, first1 = np.unique(i1[keep], return_index=True)
+        keep = keep[first1]
+        matches[(a, b)] = np.stack([i0[keep], i1[keep]], -1)
+        mscores[(a, b)] = conf[keep]
+    keypoints = {n: np.asarray(p, np.float32).reshape(-1, 2) for n, p in pts.items()}
+    scores = {n: np.asarray(s, np.float32) for n, s in score.items()}
+    return MergedMatches(keypoints, scores, matches, mscores)
+
+
+def track_lengths(merged: MergedMatches) -> np.ndarray:
+    """Lengths of the tracks (connected components of matched keypoints, ≥ 2 observations)."""
+    offset, start = {}, 0
+    for n in sorted(merged.keypoints):
+        offset[n] = start
+        start += len(merged.keypoints[n])
+    parent = np.arange(start)
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for (a, b), m in merged.matches.items():
+        for u, v in m:
+            ru, rv = find(offset[a] + int(u)), find(offset[b] + int(v))
+            if ru != rv:
+                parent[ru] = rv
+    roots = np.array([find(x) for x in range(start)])
+    counts = np.bincount(roots, minlength=start)
+    return counts[counts >= 2]
+
+
+def names_to_pair(a: str, b: str) -> str:
+    """hloc's pair key in matches.h5."""
+    return "/".join((a.replace("/", "-"), b.replace("/", "-")))
+
+
+def write_h5(merged: MergedMatches, out_dir: str | Path, image_sizes: dict[str, tuple[int, int]]) -> tuple[Path, Path]:
+    """Write hloc-compatible ``features.h5`` and ``matches.h5`` (each atomically)."""
+    import h5py
+
+    out = Path(out_dir)
+    feats, mat = out / "features.h5", out / "matches.h5"
+    with atomic_path(feats) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for n, kp in merged.keypoints.items():
+                g = f.create_group(n)
+                g.create_dataset("keypoints", data=kp)
+                g.create_dataset("scores", data=merged.scores[n])
+                g.create_dataset("image_size", data=np.array(image_sizes.get(n, (0, 0)), np.int64))
+    with atomic_path(mat) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for (a, b), m in merged.matches.items():
+                m0 = np.full(len(merged.keypoints[a]), -1, np.int32)
+                s0 = np.zeros(len(merged.keypoints[a]), np.float16)
+                m0[m[:, 0]] = m[:, 1]
+                s0[m[:, 0]] = merged.match_scores[(a, b)]
+                g = f.create_group(names_to_pair(a, b))
+                g.create_dataset("matches0", data=m0)
+                g.create_dataset("matching_scores0", data=s0)
+    return feats, mat
+
+
+def image_sizes(image_dir: str | Path, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(width, height) of each image, read from the file headers."""
+    from PIL import Image
+
+    sizes = {}
+    for n in names:
+        with Image.open(Path(image_dir) / n) as im:
+            sizes[n] = im.size
+    return sizes
+
+
+# ------------------------------------------------------------------ COLMAP
+def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | Path, pairs_path: str | Path,
+                   camera_mode: str = "single", min_inliers: int = 15, max_error: float = 4.0) -> Path:
+    """A COLMAP database (images, keypoints, raw matches) plus pycolmap's geometric verification."""
+    import pycolmap
+
+    db_path = Path(db_path)
+    if db_path.exists():
+        db_path.unlink()
+    names = sorted(merged.keypoints)
+    mode = {"single": pycolmap.CameraMode.SINGLE, "per_image": pycolmap.CameraMode.PER_IMAGE,
+            "auto": pycolmap.CameraMode.AUTO}[camera_mode]
+    pycolmap.Database.open(db_path).close()  # create the empty tables
+    pycolmap.import_images(db_path, image_dir, mode, names)
+    db = pycolmap.Database.open(db_path)
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        for n in names:
+            db.write_keypoints(ids[n], merged.keypoints[n] + 0.5)  # COLMAP: pixel centres at +0.5
+        for (a, b), m in merged.matches.items():
+            if len(m):
+                db.write_matches(ids[a], ids[b], m.astype(np.uint32))
+    finally:
+        db.close()
+    opts = pycolmap.TwoViewGeometryOptions()
+    opts.min_num_inliers = min_inliers
+    opts.ransac.max_error = max_error
+    pycolmap.verify_matches(db_path, pairs_path, opts)
+    return db_path
+
+
+def reconstruct(image_dir: str | Path, out_dir: str | Path, camera_mode: str = "single") -> dict[str, Any]:
+    """Database + incremental mapping from a finished ``match_pairs`` folder; returns summary statistics."""
+    import pycolmap
+
+    out = Path(out_dir)
+    pairs = [tuple(line.split()[:2]) for line in (out / "pairs.txt").read_text().splitlines() if line.strip()]
+    merged = merge_keypoints(load_raw([out], pairs))
+    names = sorted(merged.keypoints)
+    write_h5(merged, out, image_sizes(image_dir, names))
+    tracks = track_lengths(merged)
+    db = build_database(image_dir, merged, out / "database.db", out / "pairs.txt", camera_mode)
+    sparse = out / "sparse"
+    sparse.mkdir(exist_ok=True)
+    models = pycolmap.incremental_mapping(db, image_dir, sparse)
+    if not models:
+        raise DataError("the incremental mapper registered no model (too few verified matches)")
+    best = max(models.values(), key=lambda r: r.num_reg_images())
+    return {"images": len(names), "registered": best.num_reg_images(), "points3D": best.num_points3D(),
+            "mean_reprojection_error": best.compute_mean_reprojection_error(),
+            "mean_track_length_model": best.compute_mean_track_length(),
+            "mean_track_length_matches": float(np.mean(tracks)) if len(tracks) else 0.0,
+            "models": len(models), "reconstruction": best}
