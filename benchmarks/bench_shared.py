@@ -76,11 +76,12 @@ def evaluate(name: str, method, data: Path) -> dict[str, float]:
 
 COLUMNS = [
     ("fox_auc5", "pose AUC@5°", 100), ("fox_auc10", "@10°", 100), ("fox_auc20", "@20°", 100),
+    ("fox_ba_auc5", "+BA @5°", 100), ("fox_ba_auc10", "@10°", 100), ("fox_ba_auc20", "@20°", 100),
     ("graf_auc3", "Graf H AUC@3px", 100), ("graf_auc5", "@5px", 100), ("graf_auc10", "@10px", 100),
     ("graf_1to3_err", "Graf 1→3 err px", 1),
     ("motorcycle_prec1", "Moto ≤1px %", 100), ("motorcycle_prec3", "≤3px %", 100), ("motorcycle_n", "matches", 1),
     ("aloe_prec1", "Aloe ≤1px %", 100), ("aloe_prec3", "≤3px %", 100), ("aloe_n", "matches", 1),
-    ("s_per_pair", "s/pair", 1), ("peak_mib", "peak MiB", 1),
+    ("s_per_pair", "s/pair", 1), ("fox_ba_s", "BA s/pair", 1), ("peak_mib", "peak MiB", 1),
 ]
 
 
@@ -105,6 +106,8 @@ def main() -> None:
     ap.add_argument("--weights", help="imamatch weights to evaluate (default: shipped)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ablations", action="store_true", help="also run imamatch without densification / check")
+    ap.add_argument("--peers", action="store_true", help="also run ALIKED/DISK+LightGlue, XFeat, XFeat* (see peers.py)")
+    ap.add_argument("--only", help="comma-separated method names to run (default: all selected)")
     a = ap.parse_args()
     data = Path(a.data)
     if not (data / "graf").is_dir():
@@ -120,6 +123,13 @@ def main() -> None:
         methods["imamatch, no densification"] = imamatch_method(make(densify="none"))
         methods["imamatch, densify all ×4"] = imamatch_method(make(densify="all"))
         methods["imamatch, no consistency check"] = imamatch_method(make(consistency_check=False))
+    if a.peers:
+        from peers import peer_methods
+
+        methods.update(peer_methods(LONG_SIDE))
+    if a.only:
+        keep = {n.strip() for n in a.only.split(",")}
+        methods = {k: v for k, v in methods.items() if k in keep}
     results = {name: evaluate(name, m, data) for name, m in methods.items()}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,12 @@ from .errors import ImamatchError
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train on synthetic homography pairs from folders of photos")
-    p.add_argument("folders", nargs="+", help="folders of photos (searched recursively)")
+    p.add_argument("folders", nargs="*", help="synthetic: folders of photos (searched recursively)")
+    p.add_argument("--dataset", choices=["synthetic", "megadepth", "scannet"], default="synthetic")
+    p.add_argument("--root", help="megadepth/scannet: dataset root (images and depths)")
+    p.add_argument("--index", help="megadepth: scene-info folder; scannet: folder with the index npz files")
+    p.add_argument("--index-list", default="train_list.txt", help="megadepth: file of scene names in --index")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log; resumes if it holds one")
     p.add_argument("--bundled", action="store_true", help="also use scikit-image's bundled photos")
     p.add_argument("--preset", default="fast", choices=["fast", "reference"])
@@ -36,10 +41,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(a: argparse.Namespace) -> int:
     from .data.synthetic import bundled_photo_folder
+    from .errors import DataError
     from .train.trainer import TrainConfig, train
 
     folders = list(a.folders) + ([str(bundled_photo_folder())] if a.bundled else [])
-    cfg = TrainConfig(folders=folders, out=a.out, preset=a.preset, steps=a.steps, batch=a.batch, size=a.size,
+    if a.dataset == "synthetic" and not folders:
+        raise DataError("synthetic training needs photo folders (or --bundled)")
+    cfg = TrainConfig(folders=folders, out=a.out, dataset=a.dataset, root=a.root, index=a.index,
+                      index_list=a.index_list, device=a.device, preset=a.preset, steps=a.steps, batch=a.batch, size=a.size,
                       lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, init=a.init, init_aliked=a.init_aliked,
                       freeze_backbone=not a.train_backbone, threads=a.threads, max_minutes=a.max_minutes)
     path = train(cfg)

@@ -106,3 +106,23 @@ def test_degenerate_input_is_well_defined(case):
     if est.success:
         np.testing.assert_allclose(est.R @ est.R.T, np.eye(3), atol=1e-6)
         assert abs(np.linalg.norm(est.t) - 1) < 1e-6
+
+
+def test_pose_loss_gradients_reach_keypoints_and_confidences():
+    from imamatch.train.losses import pose_loss
+
+    rng = np.random.default_rng(5)
+    p0, p1, R, t = scene(rng, n=40, noise=1.0, outliers=0.1)
+    k0 = torch.as_tensor(p0)[None].requires_grad_()
+    k1 = torch.as_tensor(p1)[None].requires_grad_()
+    conf = torch.ones(1, 40, dtype=torch.float64, requires_grad=True)
+    Kt = torch.as_tensor(K)[None]
+    loss = pose_loss(k0, k1, conf, Kt, Kt, torch.as_tensor(R)[None], torch.as_tensor(t)[None])
+    loss.backward()
+    assert loss.item() > 0 and torch.isfinite(k1.grad).all() and conf.grad.abs().sum() > 0
+    # lowering the weight of the outliers (the first 4 matches) lowers the loss
+    with torch.no_grad():
+        w = torch.ones(1, 40, dtype=torch.float64)
+        w[0, :4] = 1e-3
+        better = pose_loss(k0, k1, w, Kt, Kt, torch.as_tensor(R)[None], torch.as_tensor(t)[None])
+    assert better < loss

@@ -136,10 +136,11 @@ def eval_stereo(method: Method, root: Path, timer: Timer) -> dict[str, float]:
     return out
 
 
-def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool = False,
+def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None = None,
                prefix: str = "fox") -> dict[str, float]:
     """A posed sequence (``transforms.json``), undistorted: relative pose AUC@5/10/20° on the fixed pair list of
-    :func:`select_pairs`; ``refine`` adds bundle adjustment to the robust estimate."""
+    :func:`select_pairs`. ``refine`` None: both without (``<prefix>_auc*``) and with bundle adjustment
+    (``<prefix>_ba_auc*``, plus ``<prefix>_ba_s`` seconds per pair) from the same matches; True/False: one."""
     frames = load_transforms(_require(folder))
     pairs = select_pairs(frames)
     cache: dict[int, np.ndarray] = {}
@@ -149,11 +150,22 @@ def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool = False,
             cache[i] = cv2.cvtColor(undistorted_image(frames[i]), cv2.COLOR_BGR2GRAY).astype(np.float32) / 255
         return cache[i]
 
-    errs = []
+    variants = {False: "", True: "_ba"} if refine is None else {refine: ""}
+    errs: dict[str, list[float]] = {v: [] for v in variants.values()}
+    ba_time = 0.0
     for i, j in pairs:
         k0, k1 = timer.run(method, gray(i), gray(j))
         R_gt, t_gt = relative_pose(frames[i], frames[j])
-        est = estimate_relative_pose(k0, k1, frames[i].K, frames[j].K, threshold_px=1.0, refine=refine)
-        errs.append(pose_error_deg(est.R, est.t, R_gt, t_gt) if est.success else float("inf"))
-    a5, a10, a20 = error_auc(errs, (5, 10, 20))
-    return {f"{prefix}_auc5": a5, f"{prefix}_auc10": a10, f"{prefix}_auc20": a20, f"{prefix}_pairs": float(len(pairs))}
+        for use_ba, tag in variants.items():
+            t = time.perf_counter()
+            est = estimate_relative_pose(k0, k1, frames[i].K, frames[j].K, threshold_px=1.0, refine=use_ba)
+            if use_ba:
+                ba_time += time.perf_counter() - t
+            errs[tag].append(pose_error_deg(est.R, est.t, R_gt, t_gt) if est.success else float("inf"))
+    out = {f"{prefix}_pairs": float(len(pairs))}
+    for tag, e in errs.items():
+        a5, a10, a20 = error_auc(e, (5, 10, 20))
+        out.update({f"{prefix}{tag}_auc5": a5, f"{prefix}{tag}_auc10": a10, f"{prefix}{tag}_auc20": a20})
+    if refine is None:
+        out[f"{prefix}_ba_s"] = ba_time / max(1, len(pairs))
+    return out

@@ -71,3 +71,34 @@ def coarse_truth(forward: Transfer, backward: Transfer, batch: int, grid0: tuple
     pos = valid0 & torch.gather(valid1, 1, j01) & (torch.gather(j10, 1, j01) == idx0)
     b, i0 = pos.nonzero(as_tuple=True)
     return CoarseTruth(b, i0, j01[b, i0])
+
+
+def _sample_nearest(depth: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth ``(B, H, W)`` at the pixels nearest to ``pts`` ``(N, 2)``; 0 outside. Returns (values, inside)."""
+    h, w = depth.shape[-2:]
+    ix, iy = torch.round(pts[:, 0]).long(), torch.round(pts[:, 1]).long()
+    inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    d = depth[b, iy.clamp(0, h - 1), ix.clamp(0, w - 1)]
+    return torch.where(inside, d, torch.zeros_like(d)), inside
+
+
+def depth_transfer(depth0: torch.Tensor, depth1: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor,
+                   T_0to1: torch.Tensor, max_rel_depth_error: float = 0.2) -> Transfer:
+    """Transfer with depth and pose (LoFTR-style): back-project with ``depth0`` ``(B, H, W)`` (0 = unknown) and
+    ``K0``, move by ``T_0to1`` ``(B, 4, 4)`` (``x1 = R x0 + t``), project with ``K1``; valid where the depth is
+    known, the point is in front of camera 1, inside image 1, and consistent with ``depth1`` (relative error
+    below ``max_rel_depth_error``, which rejects occluded points)."""
+
+    def f(pts: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d0, _ = _sample_nearest(depth0, b, pts)
+        ph = torch.cat([pts, torch.ones_like(pts[:, :1])], -1).to(K0.dtype)
+        X = torch.einsum("nij,nj->ni", torch.linalg.inv(K0)[b], ph) * d0[:, None].to(K0.dtype)
+        X1 = torch.einsum("nij,nj->ni", T_0to1[b, :3, :3].to(K0.dtype), X) + T_0to1[b, :3, 3].to(K0.dtype)
+        z1 = X1[:, 2]
+        p = torch.einsum("nij,nj->ni", K1[b].to(K0.dtype), X1)
+        p1 = (p[:, :2] / p[:, 2:].clamp_min(1e-8)).to(pts.dtype)
+        d1, inside = _sample_nearest(depth1, b, p1)
+        consistent = (d1 > 0) & ((z1 - d1).abs() / d1.clamp_min(1e-8) < max_rel_depth_error)
+        return p1, (d0 > 0) & (z1 > 1e-8) & inside & consistent
+
+    return f

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,16 +19,26 @@ from ..atomic import atomic_path
 from ..backbone import LocalFeatureBackbone
 from ..config import PRESETS, MatcherConfig
 from ..data.synthetic import SyntheticPairs, WarpConfig
+from ..errors import DataError
 from ..model import IMAMatchNet
 from ..weights import load_into, read_weights, save_weights
 from .losses import LossConfig, coarse_focal_loss, fine_losses
-from .supervision import coarse_truth, homography_transfer, inverse_homography_transfer
+from .supervision import Transfer, coarse_truth, depth_transfer, homography_transfer, inverse_homography_transfer
 
 
 @dataclass
 class TrainConfig:
+    """Everything a training run needs. ``dataset``: "synthetic" (``folders`` of photos), "megadepth" or
+    "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names for MegaDepth)."""
+
     folders: list[str]
     out: str
+    dataset: str = "synthetic"
+    root: str | None = None
+    index: str | None = None
+    index_list: str = "train_list.txt"
+    device: str | None = None        # default: cuda when available
+    amp: bool = True                 # bfloat16 autocast on GPU
     preset: str = "fast"
     steps: int = 4000
     batch: int = 2
@@ -63,12 +75,22 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def make_transfers(batch: dict[str, torch.Tensor]) -> tuple[Transfer, Transfer]:
+    """Point transfer 0→1 and 1→0 from a batch with a homography ``H`` or with ``depth0/1``, ``K0/1``, ``T_0to1``."""
+    if "H" in batch:
+        return homography_transfer(batch["H"]), inverse_homography_transfer(batch["H"])
+    T = batch["T_0to1"].double()
+    K0, K1 = batch["K0"].double(), batch["K1"].double()
+    return (depth_transfer(batch["depth0"], batch["depth1"], K0, K1, T),
+            depth_transfer(batch["depth1"], batch["depth0"], K1, K0, torch.linalg.inv(T)))
+
+
 def training_step(net: IMAMatchNet, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
                   gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """One forward pass on a batch of homography pairs; returns the total loss and its parts."""
-    img0, img1, H = batch["image0"], batch["image1"], batch["H"]
+    """One forward pass on a batch of pairs (homography or depth + pose); returns the total loss and its parts."""
+    img0, img1 = batch["image0"], batch["image1"]
     enc = net.encode(img0, img1)
-    fwd, bwd = homography_transfer(H), inverse_homography_transfer(H)
+    fwd, bwd = make_transfers(batch)
     gt = coarse_truth(fwd, bwd, img0.shape[0], enc.grid0, enc.grid1, img0.device)
     parts = {"coarse": coarse_focal_loss(enc.conf, gt, loss_cfg.focal_alpha, loss_cfg.focal_gamma,
                                          loss_cfg.neg_weight)}
@@ -85,8 +107,57 @@ def _save_state(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+class _Step(torch.nn.Module):
+    """Wraps the network so that one training step is a ``forward`` (what DistributedDataParallel syncs)."""
+
+    def __init__(self, net: IMAMatchNet, loss_cfg: LossConfig) -> None:
+        super().__init__()
+        self.net, self.loss_cfg = net, loss_cfg
+
+    def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        return training_step(self.net, batch, self.loss_cfg, gen)
+
+
+def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches for this rank."""
+    if cfg.dataset == "synthetic":
+        data = SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=(cfg.seed * 7919 + step) * 64 + rank)
+        yield from torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=0)
+        return
+    from ..data.depth_pairs import DepthPairs
+    from ..data.standard import megadepth_pairs, scannet_pairs
+
+    if not cfg.root or not cfg.index:
+        raise DataError(f"dataset {cfg.dataset!r} needs --root and --index")
+    pairs = megadepth_pairs(cfg.index, cfg.index_list) if cfg.dataset == "megadepth" else scannet_pairs(cfg.index)
+    data = DepthPairs(cfg.root, pairs, long_side=cfg.size, pad_to=cfg.size if cfg.dataset == "megadepth" else None)
+    epoch = step * cfg.batch * world // max(1, len(data))
+    while True:
+        sampler = torch.utils.data.distributed.DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+        yield from torch.utils.data.DataLoader(data, batch_size=cfg.batch, sampler=sampler, num_workers=2)
+        epoch += 1
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume, if ``cfg.out`` holds a checkpoint) and return the path of the last weights."""
+    """Train (or resume, if ``cfg.out`` holds a checkpoint) and return the path of the last weights.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel (gloo on CPU, NCCL on GPU);
+    rank 0 writes checkpoints and logs.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -96,6 +167,7 @@ def train(cfg: TrainConfig) -> Path:
     conf: MatcherConfig = PRESETS[cfg.preset]
     net = IMAMatchNet(conf)
     step = 0
+    state = None
     if weights_path.exists() and state_path.exists():
         tensors, stored, _ = read_weights(weights_path)
         conf = stored or conf
@@ -103,31 +175,37 @@ def train(cfg: TrainConfig) -> Path:
         load_into(net, tensors, weights_path)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         step = int(state["step"])
-        print(f"resuming from {weights_path} at step {step}")
+        if rank == 0:
+            print(f"resuming from {weights_path} at step {step}")
     else:
-        state = None
         if cfg.init:
             tensors, _, _ = read_weights(cfg.init)
             own = net.state_dict()
             fit = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape}
             net.load_state_dict(fit, strict=False)
-            print(f"initialised {len(fit)} of {len(own)} tensors from {cfg.init}")
+            if rank == 0:
+                print(f"initialised {len(fit)} of {len(own)} tensors from {cfg.init}")
         elif cfg.init_aliked:
             load_aliked_backbone(net, cfg.init_aliked)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        if rank == 0:
+            (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.freeze_backbone:
         for p in net.backbone.parameters():
             p.requires_grad_(False)
+    net.to(device)
+    model: torch.nn.Module = _Step(net, cfg.loss)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + step)
-    data = SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=cfg.seed * 7919 + step)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=0)
-    it = iter(loader)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + step * 64 + rank)
+    it = _data(cfg, rank, world, step)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     start = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, disable=rank != 0)
     running: dict[str, float] = {}
     while step < cfg.steps:
         net.train()
@@ -135,7 +213,8 @@ def train(cfg: TrainConfig) -> Path:
             net.backbone.eval()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(step, cfg)
-        loss, stats = training_step(net, next(it), cfg.loss, gen)
+        with autocast:
+            loss, stats = model(_to(next(it), device), gen)
         opt.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             loss.backward()
@@ -147,13 +226,21 @@ def train(cfg: TrainConfig) -> Path:
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in running.items() if k != "positives"})
         timed_out = cfg.max_minutes is not None and time.time() - start > cfg.max_minutes * 60
+        if world > 1:  # every rank must agree on stopping
+            flag = torch.tensor([float(timed_out)])
+            dist.all_reduce(flag)
+            timed_out = bool(flag.item() > 0)
         if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
-            save_weights(net, conf, weights_path, step=str(step))
-            _save_state(state_path, {"step": step, "optimizer": opt.state_dict()})
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": step, "time": time.time(), **running}) + "\n")
+            if rank == 0:
+                save_weights(net, conf, weights_path, step=str(step))
+                _save_state(state_path, {"step": step, "optimizer": opt.state_dict()})
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, "time": time.time(), **running}) + "\n")
+            if world > 1:
+                dist.barrier()
         if timed_out:
-            print(f"stopping after {cfg.max_minutes} min at step {step}; run again to resume")
+            if rank == 0:
+                print(f"stopping after {cfg.max_minutes} min at step {step}; run again to resume")
             break
     bar.close()
     return weights_path
