@@ -60,19 +60,6 @@ class IMAMatch:
                                f"(the 'reference' preset has no trained weights: build IMAMatch('reference'))")
         return cls(PRESETS[name], weights=path, device=device, **overrides)
 
-    def with_config(self, **changes: Any) -> "IMAMatch":
-        """Change matching settings in place (thresholds, densification, resize...); returns self."""
-        new = self.conf.replace(**changes)
-        arch = ("backbone", "dim", "heads", "n_blocks", "scales", "separable_qkv", "fine_dim",
-                "fine_window", "refine_window")
-        if any(getattr(new, k) != getattr(self.conf, k) for k in arch):
-            raise ValueError(f"architecture fields {arch} cannot change on a loaded model")
-        self.conf = new
-        self.net.conf = new
-        self.net.fine.radius, self.net.fine.min_prob = new.consistency_radius, new.consistency_min_prob
-        self.net.fine.refine_iters = new.refine_iters
-        return self
-
     def match(self, image0: ImageInput, image1: ImageInput, K0: np.ndarray | None = None,
               K1: np.ndarray | None = None, refine_pose: bool = True) -> dict[str, Any]:
         """Match two images (paths, arrays, PIL images or tensors; sizes may differ).
@@ -86,6 +73,10 @@ class IMAMatch:
         ``densified`` ``(N,)`` bool (from the increased-matching-amount step), and the scalars
         ``num_coarse``, ``num_densified`` (coarse matches expanded) and ``num_rejected`` (by the consistency check).
         """
+        if (K0 is None) != (K1 is None):
+            raise ValueError("give both K0 and K1 to estimate the relative pose")
+        if K0 is not None:
+            K0, K1 = _intrinsics(K0, "K0"), _intrinsics(K1, "K1")
         side = self.conf.resize
         p0 = prepare(to_gray(image0, "image0", side), side)
         p1 = prepare(to_gray(image1, "image1", side), side)
@@ -112,12 +103,9 @@ class IMAMatch:
             "num_densified": np.int64(out["num_densified"]),
             "num_rejected": np.int64(out["num_fine"] - out["num_consistent"]),
         }
-        if (K0 is None) != (K1 is None):
-            raise ValueError("give both K0 and K1 to estimate the relative pose")
         if K0 is not None:
-            pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], _intrinsics(K0, "K0"),
-                                          _intrinsics(K1, "K1"), confidence=result["confidence"],
-                                          refine=refine_pose)
+            pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
+                                          confidence=result["confidence"], refine=refine_pose)
             result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers)
         return result
 

@@ -37,11 +37,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone too")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
+    p.add_argument("--pose-loss", type=float, default=0.0,
+                   help="weight of the end-to-end pose loss through the differentiable BA (depth datasets)")
 
 
 def _run_train(a: argparse.Namespace) -> int:
     from .data.synthetic import bundled_photo_folder
     from .errors import DataError
+    from .train.losses import LossConfig
     from .train.trainer import TrainConfig, train
 
     folders = list(a.folders) + ([str(bundled_photo_folder())] if a.bundled else [])
@@ -50,7 +53,8 @@ def _run_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(folders=folders, out=a.out, dataset=a.dataset, root=a.root, index=a.index,
                       index_list=a.index_list, device=a.device, preset=a.preset, steps=a.steps, batch=a.batch, size=a.size,
                       lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, init=a.init, init_aliked=a.init_aliked,
-                      freeze_backbone=not a.train_backbone, threads=a.threads, max_minutes=a.max_minutes)
+                      freeze_backbone=not a.train_backbone, threads=a.threads, max_minutes=a.max_minutes,
+                      loss=LossConfig(w_pose=a.pose_loss))
     path = train(cfg)
     print(f"weights: {path}")
     return 0

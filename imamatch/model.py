@@ -159,6 +159,6 @@ class IMAMatchNet(nn.Module):
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
             "batch": q.b[keep], "densified": q.densified[keep],
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
-            "num_densified": torch.unique(q.parent[q.densified]).numel() * torch.ones((), dtype=torch.long),
+            "num_densified": torch.tensor(torch.unique(q.parent[q.densified]).numel()),
             "num_consistent": keep.sum(),
         }

@@ -107,3 +107,20 @@ def test_ddp_two_processes_gloo(mini_megadepth, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2]  # one writer (rank 0)
+
+
+def test_pose_loss_in_a_training_step(mini_megadepth):
+    from imamatch.config import PRESETS
+    from imamatch.model import IMAMatchNet
+    from imamatch.train.losses import LossConfig
+    from imamatch.train.trainer import training_step
+
+    root, index = mini_megadepth
+    ds = DepthPairs(root, megadepth_pairs(index, "train_list.txt"), long_side=160, pad_to=160)
+    batch = {k: v[None] for k, v in ds[0].items()}
+    torch.manual_seed(0)
+    net = IMAMatchNet(PRESETS["fast"])
+    loss, stats = training_step(net, batch, LossConfig(w_pose=1.0), torch.Generator().manual_seed(0))
+    assert "pose" in stats and stats["pose"] > 0
+    loss.backward()
+    assert net.fine.stage1.regress[-1].weight.grad.abs().sum() > 0

@@ -23,6 +23,7 @@ class LossConfig:
     w_regress: float = 1.0
     w_classify: float = 1.0
     w_refine: float = 1.0
+    w_pose: float = 0.0              # end-to-end pose loss (needs K0/K1/T_0to1 in the batch)
 
 
 def coarse_focal_loss(conf: torch.Tensor, gt: CoarseTruth, alpha: float, gamma: float,
@@ -39,9 +40,12 @@ def coarse_focal_loss(conf: torch.Tensor, gt: CoarseTruth, alpha: float, gamma: 
 
 
 def fine_losses(net: IMAMatchNet, enc: Encoded, gt: CoarseTruth, forward: Transfer, cfg: LossConfig,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                geometry: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Fine losses on up to ``cfg.fine_samples`` ground-truth coarse matches per pair, each with a random
-    sub-point of its cell as query (so densified queries are trained too)."""
+    sub-point of its cell as query (so densified queries are trained too). With ``geometry`` = (K0, K1,
+    T_0to1) and ``cfg.w_pose`` > 0 also the end-to-end pose loss on the fine matches, weighted by their coarse
+    confidences."""
     dev = enc.conf.device
     batch = enc.conf.shape[0]
     n_max = cfg.fine_samples * batch
@@ -57,6 +61,8 @@ def fine_losses(net: IMAMatchNet, enc: Encoded, gt: CoarseTruth, forward: Transf
     gt1 = (gt1 - 0.5) / 2
     zero = enc.conf.sum() * 0
     out = {"regress": zero, "classify": zero, "refine": zero}
+    if geometry is not None and cfg.w_pose > 0:
+        out["pose"] = zero
     if len(b) == 0:
         return out
     fr = net.fine(enc.fine0, enc.fine1, b, query0, ref1)
@@ -77,6 +83,19 @@ def fine_losses(net: IMAMatchNet, enc: Encoded, gt: CoarseTruth, forward: Transf
             terms.append((((off2 - t2) / bound2) ** 2).sum(-1)[m2].mean())
     if terms:
         out["refine"] = torch.stack(terms).mean()
+    if "pose" in out:
+        K0, K1, T = (g.to(torch.float64) for g in geometry)
+        conf = enc.conf[b, i0, i1]
+        losses = []
+        for bi in range(batch):
+            sel = b == bi
+            if sel.sum() >= 8:
+                kp0 = pts0[sel][None].double()
+                kp1 = (fr.match1[sel] * 2 + 0.5)[None].double()
+                losses.append(pose_loss(kp0, kp1, conf[sel][None].double(), K0[bi:bi + 1], K1[bi:bi + 1],
+                                        T[bi:bi + 1, :3, :3], T[bi:bi + 1, :3, 3]))
+        if losses:
+            out["pose"] = torch.stack(losses).mean().to(zero.dtype)
     return out
 
 

@@ -94,9 +94,11 @@ def training_step(net: IMAMatchNet, batch: dict[str, torch.Tensor], loss_cfg: Lo
     gt = coarse_truth(fwd, bwd, img0.shape[0], enc.grid0, enc.grid1, img0.device)
     parts = {"coarse": coarse_focal_loss(enc.conf, gt, loss_cfg.focal_alpha, loss_cfg.focal_gamma,
                                          loss_cfg.neg_weight)}
-    parts.update(fine_losses(net, enc, gt, fwd, loss_cfg, gen))
+    geometry = (batch["K0"], batch["K1"], batch["T_0to1"]) if "T_0to1" in batch else None
+    parts.update(fine_losses(net, enc, gt, fwd, loss_cfg, gen, geometry))
     total = (loss_cfg.w_coarse * parts["coarse"] + loss_cfg.w_regress * parts["regress"]
-             + loss_cfg.w_classify * parts["classify"] + loss_cfg.w_refine * parts["refine"])
+             + loss_cfg.w_classify * parts["classify"] + loss_cfg.w_refine * parts["refine"]
+             + loss_cfg.w_pose * parts.get("pose", 0.0))
     stats = {k: float(v.detach()) for k, v in parts.items()}
     stats["positives"] = float(len(gt.b)) / img0.shape[0]
     return total, stats
