@@ -18,8 +18,9 @@ from .errors import ImamatchError
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train on synthetic homography pairs from folders of photos")
     p.add_argument("folders", nargs="*", help="synthetic: folders of photos (searched recursively)")
-    p.add_argument("--dataset", choices=["synthetic", "megadepth", "scannet"], default="synthetic")
-    p.add_argument("--root", help="megadepth/scannet: dataset root (images and depths)")
+    p.add_argument("--dataset", choices=["synthetic", "megadepth", "scannet", "posed"], default="synthetic")
+    p.add_argument("--root", help="megadepth/scannet: dataset root (images and depths); posed: folder with "
+                   "transforms.json")
     p.add_argument("--index", help="megadepth: scene-info folder; scannet: folder with the index npz files")
     p.add_argument("--index-list", default="train_list.txt", help="megadepth: file of scene names in --index")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")

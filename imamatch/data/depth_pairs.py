@@ -32,7 +32,7 @@ def _read_depth(path: Path) -> np.ndarray:
     return d.astype(np.float32) / 1000.0  # ScanNet: millimetres
 
 
-def _resize_pad(img: np.ndarray, depth: np.ndarray | None, K: np.ndarray, long_side: int, pad_to: int | None):
+def resize_pad(img: np.ndarray, depth: np.ndarray | None, K: np.ndarray, long_side: int, pad_to: int | None):
     h, w = img.shape
     s = long_side / max(h, w)
     nh, nw = int(round(h * s)), int(round(w * s))
@@ -76,7 +76,7 @@ class DepthPairs(torch.utils.data.Dataset):
         out = {}
         for k, (img, dep, K) in enumerate([(p.image0, p.depth0, p.K0), (p.image1, p.depth1, p.K1)]):
             depth = _read_depth(self.depth_root / dep) if dep else None
-            im, d, Ks = _resize_pad(_read_gray(self.root / img), depth, K, self.long_side, self.pad_to)
+            im, d, Ks = resize_pad(_read_gray(self.root / img), depth, K, self.long_side, self.pad_to)
             out[f"image{k}"] = torch.from_numpy(im)[None]
             out[f"depth{k}"] = torch.from_numpy(d)
             out[f"K{k}"] = torch.from_numpy(Ks)

@@ -79,3 +79,35 @@ def select_pairs(frames: list[PosedFrame], bins: tuple[float, ...] = (3, 10, 20,
         pick = np.linspace(0, len(cand) - 1, min(per_bin, len(cand))).round().astype(int)
         pairs += [(cand[k][1], cand[k][2]) for k in pick]
     return pairs
+
+
+class PosedPairs:
+    """Training pairs of a posed folder (no depth): undistorted images resized to ``long_side`` and padded to a
+    multiple of 32, with ``K0/1`` and ``T_0to1`` (a ``torch`` map-style dataset)."""
+
+    def __init__(self, folder: str | Path, long_side: int = 640,
+                 pairs: list[tuple[int, int]] | None = None) -> None:
+        self.frames = load_transforms(folder)
+        self.pairs = pairs if pairs is not None else select_pairs(self.frames, bins=(3, 10, 20, 30, 45), per_bin=10**6)
+        self.long_side = long_side
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, k: int) -> dict:
+        import torch
+
+        from .depth_pairs import resize_pad
+
+        i, j = self.pairs[k]
+        out = {}
+        for n, f in enumerate((self.frames[i], self.frames[j])):
+            gray = cv2.cvtColor(undistorted_image(f), cv2.COLOR_BGR2GRAY)
+            im, _, K = resize_pad(gray, None, f.K, self.long_side, None)
+            out[f"image{n}"] = torch.from_numpy(im)[None]
+            out[f"K{n}"] = torch.from_numpy(K)
+        R, t = relative_pose(self.frames[i], self.frames[j])
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = R, t
+        out["T_0to1"] = torch.from_numpy(T)
+        return out

@@ -119,3 +119,43 @@ def pose_loss(kpts0: torch.Tensor, kpts1: torch.Tensor, confidence: torch.Tensor
     tn = t_gt / t_gt.norm(dim=-1, keepdim=True)
     trans = torch.acos((res.t * tn).sum(-1).abs().clamp(max=1 - 1e-7))
     return (rot + trans).mean()
+
+
+def epipolar_distance(p0: torch.Tensor, p1: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """Symmetric point-to-epipolar-line distance (pixels) for points ``(B, N, 2)`` / ``(B, M, 2)`` under
+    fundamental matrices ``F`` ``(B, 3, 3)`` (``x1ᵀ F x0 = 0``): all pairs, ``(B, N, M)``."""
+    h0 = torch.cat([p0, torch.ones_like(p0[..., :1])], -1)
+    h1 = torch.cat([p1, torch.ones_like(p1[..., :1])], -1)
+    l1 = h0 @ F.transpose(1, 2)                      # lines in image 1 of the image-0 points (B, N, 3)
+    l0 = h1 @ F                                      # lines in image 0 of the image-1 points (B, M, 3)
+    num = torch.einsum("bnk,bmk->bnm", l1, h1).abs()
+    d1 = num / l1[..., :2].norm(dim=-1).clamp_min(1e-9)[..., None]
+    d0 = num / l0[..., :2].norm(dim=-1).clamp_min(1e-9)[:, None, :]
+    return 0.5 * (d0 + d1)
+
+
+def pointwise_epipolar_distance(p0: torch.Tensor, p1: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """Symmetric epipolar distance (pixels) of corresponding points ``(N, 2)`` under ``F`` (3×3, or one per
+    point ``(N, 3, 3)``): ``(N,)``."""
+    return epipolar_distance(p0[:, None], p1[:, None], F.expand(len(p0), 3, 3))[:, 0, 0]
+
+
+def fundamental(K0: torch.Tensor, K1: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``F = K1⁻ᵀ [t]× R K0⁻¹`` from ``T_0to1`` ``(B, 4, 4)``."""
+    from ..ba import skew
+
+    E = skew(T[:, :3, 3]) @ T[:, :3, :3]
+    return torch.linalg.inv(K1).transpose(1, 2) @ E @ torch.linalg.inv(K0)
+
+
+def epipolar_coarse_loss(conf: torch.Tensor, grid0: tuple[int, int], grid1: tuple[int, int], F: torch.Tensor,
+                         cap: float = 32.0) -> torch.Tensor:
+    """Posed images without depth: the expected epipolar distance of each image-0 cell's match distribution
+    (dual-softmax rows renormalised), capped at ``cap`` px and divided by it. ``conf`` ``(B, L0, L1)``."""
+    from .supervision import cell_grid
+
+    c0 = cell_grid(*grid0, device=conf.device).expand(conf.shape[0], -1, -1).to(F.dtype)
+    c1 = cell_grid(*grid1, device=conf.device).expand(conf.shape[0], -1, -1).to(F.dtype)
+    d = epipolar_distance(c0, c1, F).clamp(max=cap).to(conf.dtype) / cap
+    rows = conf / conf.sum(-1, keepdim=True).clamp_min(1e-9)
+    return (rows * d).sum(-1).mean()

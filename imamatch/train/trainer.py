@@ -20,6 +20,8 @@ from ..backbone import LocalFeatureBackbone
 from ..config import PRESETS, MatcherConfig
 from ..data.synthetic import SyntheticPairs, WarpConfig
 from ..errors import DataError
+from ..coarse import CoarseMatches, select_matches
+from ..densify import make_queries
 from ..model import IMAMatchNet
 from ..weights import load_into, read_weights, save_weights
 from .losses import LossConfig, coarse_focal_loss, fine_losses
@@ -29,7 +31,8 @@ from .supervision import Transfer, coarse_truth, depth_transfer, homography_tran
 @dataclass
 class TrainConfig:
     """Everything a training run needs. ``dataset``: "synthetic" (``folders`` of photos), "megadepth" or
-    "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names for MegaDepth)."""
+    "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names for MegaDepth), or
+    "posed" (``root`` with a ``transforms.json``; epipolar supervision, no depth needed)."""
 
     folders: list[str]
     out: str
@@ -90,6 +93,8 @@ def training_step(net: IMAMatchNet, batch: dict[str, torch.Tensor], loss_cfg: Lo
     """One forward pass on a batch of pairs (homography or depth + pose); returns the total loss and its parts."""
     img0, img1 = batch["image0"], batch["image1"]
     enc = net.encode(img0, img1)
+    if "H" not in batch and "depth0" not in batch:
+        return _epipolar_step(net, enc, batch, loss_cfg)
     fwd, bwd = make_transfers(batch)
     gt = coarse_truth(fwd, bwd, img0.shape[0], enc.grid0, enc.grid1, img0.device)
     parts = {"coarse": coarse_focal_loss(enc.conf, gt, loss_cfg.focal_alpha, loss_cfg.focal_gamma,
@@ -102,6 +107,29 @@ def training_step(net: IMAMatchNet, batch: dict[str, torch.Tensor], loss_cfg: Lo
     stats = {k: float(v.detach()) for k, v in parts.items()}
     stats["positives"] = float(len(gt.b)) / img0.shape[0]
     return total, stats
+
+
+def _epipolar_step(net: IMAMatchNet, enc, batch: dict[str, torch.Tensor],
+                   loss_cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Posed images without depth: epipolar losses on the coarse distribution and on the fine matches of the
+    network's own (detached) coarse matches."""
+    from .losses import epipolar_coarse_loss, fundamental, pointwise_epipolar_distance
+
+    Fm = fundamental(batch["K0"].double(), batch["K1"].double(), batch["T_0to1"].double())
+    parts = {"coarse": epipolar_coarse_loss(enc.conf, enc.grid0, enc.grid1, Fm)}
+    with torch.no_grad():
+        m = select_matches(enc.conf.detach(), 0.0)
+        keep = torch.argsort(m.confidence, descending=True)[: loss_cfg.fine_samples * enc.conf.shape[0]]
+        m = CoarseMatches(m.b[keep], m.i0[keep], m.i1[keep], m.confidence[keep])
+        q = make_queries(m, enc.grid0[1], enc.grid1[1], torch.ones_like(m.confidence, dtype=torch.bool), 4)
+    fr = net.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1)
+    p0 = q.query0 * 2 + 0.5
+    Fq = Fm[q.b]
+    terms = [(pointwise_epipolar_distance(p0.double(), (pos * 2 + 0.5).double(), Fq) / (2 * scale)).clamp(max=1.0)
+             .mean().float() for pos, scale in ((fr.stage1, 3.0), (fr.match1, 1.5)) if len(pos)]
+    parts["refine"] = torch.stack(terms).mean() if terms else enc.conf.sum() * 0
+    total = loss_cfg.w_coarse * parts["coarse"].float() + loss_cfg.w_refine * parts["refine"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -127,12 +155,19 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
         yield from torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=0)
         return
     from ..data.depth_pairs import DepthPairs
+    from ..data.posed import PosedPairs
     from ..data.standard import megadepth_pairs, scannet_pairs
 
-    if not cfg.root or not cfg.index:
-        raise DataError(f"dataset {cfg.dataset!r} needs --root and --index")
-    pairs = megadepth_pairs(cfg.index, cfg.index_list) if cfg.dataset == "megadepth" else scannet_pairs(cfg.index)
-    data = DepthPairs(cfg.root, pairs, long_side=cfg.size, pad_to=cfg.size if cfg.dataset == "megadepth" else None)
+    if cfg.dataset == "posed":
+        if not cfg.root:
+            raise DataError("dataset 'posed' needs --root (a folder with transforms.json)")
+        data = PosedPairs(cfg.root, long_side=cfg.size)
+    else:
+        if not cfg.root or not cfg.index:
+            raise DataError(f"dataset {cfg.dataset!r} needs --root and --index")
+        mega = cfg.dataset == "megadepth"
+        pairs = megadepth_pairs(cfg.index, cfg.index_list) if mega else scannet_pairs(cfg.index)
+        data = DepthPairs(cfg.root, pairs, long_side=cfg.size, pad_to=cfg.size if mega else None)
     epoch = step * cfg.batch * world // max(1, len(data))
     while True:
         sampler = torch.utils.data.distributed.DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed)
