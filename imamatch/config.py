@@ -32,8 +32,8 @@ class MatcherConfig:
     fine_bound: float = 3.0
     refine_window: int = 3
     refine_bound: float = 1.5
-    refine_iters: int = 1
-    consistency_radius: float = 1.5   # max distance regression ↔ classification peak
+    refine_iters: int = 2              # refinement passes at inference (chosen on a synthetic dev set)
+    consistency_radius: float = 1.0   # max distance regression ↔ classification peak (dev-set choice)
     consistency_min_prob: float = 0.0  # min heatmap probability at the regressed point
     consistency_check: bool = True
     # input
