@@ -118,10 +118,10 @@ def main() -> None:
     def make(**over) -> IMAMatch:
         return IMAMatch(weights=a.weights, **over) if a.weights else IMAMatch.from_pretrained(**over)
 
-    methods = {"imamatch (fast)": imamatch_method(make()), "SIFT + ratio + MNN": sift_method()}
+    methods = {"imamatch (fast, densify all ×4)": imamatch_method(make()), "SIFT + ratio + MNN": sift_method()}
     if a.ablations:
         methods["imamatch, no densification"] = imamatch_method(make(densify="none"))
-        methods["imamatch, densify all ×4"] = imamatch_method(make(densify="all"))
+        methods["imamatch, densify band 0.2–0.6 ×4"] = imamatch_method(make(densify="band"))
         methods["imamatch, no consistency check"] = imamatch_method(make(consistency_check=False))
     if a.peers:
         from peers import peer_methods
@@ -130,13 +130,19 @@ def main() -> None:
     if a.only:
         keep = {n.strip() for n in a.only.split(",")}
         methods = {k: v for k, v in methods.items() if k in keep}
-    results = {name: evaluate(name, m, data) for name, m in methods.items()}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    md = (f"Shared-data benchmark (long side {LONG_SIDE}, {a.threads} threads, "
-          f"{torch.__version__}, OpenCV {cv2.__version__}).\n\n{table(results)}\n")
-    out.write_text(md)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    results: dict[str, dict[str, float]] = {}
+    for name, m in methods.items():
+        try:
+            results[name] = evaluate(name, m, data)
+        except Exception as e:  # a peer that breaks must not lose the other rows
+            print(f"{name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        md = (f"Shared-data benchmark (long side {LONG_SIDE}, {a.threads} threads, "
+              f"torch {torch.__version__}, OpenCV {cv2.__version__}).\n\n{table(results)}\n")
+        out.write_text(md)  # after every method, so a crash keeps the rows done
+        out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     print(md)
     print(f"written: {out}")
 

@@ -24,7 +24,8 @@ class IMAMatch:
 
     Args:
         conf: a :class:`MatcherConfig` or a preset name ("fast", "reference").
-        weights: a ``.safetensors`` file to load (its stored architecture wins over ``conf``'s).
+        weights: a ``.safetensors`` file to load (its stored architecture wins over ``conf``'s; thresholds,
+            densification and the other matching settings come from ``conf`` and ``overrides``).
         device: torch device.
         **overrides: config fields to change (e.g. ``coarse_threshold=0.3``, ``resize=1024``).
     """
@@ -38,8 +39,8 @@ class IMAMatch:
         tensors = None
         if weights is not None:
             tensors, stored, self.weights_info = read_weights(weights)
-            if stored is not None:
-                conf = stored
+            if stored is not None:  # the file fixes the architecture; matching settings stay the caller's
+                conf = conf.with_architecture_of(stored)
         else:
             self.weights_info = {}
             warnings.warn("IMAMatch built without weights: the network is untrained", stacklevel=2)

@@ -24,7 +24,7 @@ class MatcherConfig:
     coarse_threshold: float = 0.2
     border: int = 0                   # drop coarse cells this close to the image edge
     # increased matching amount
-    densify: str = "band"             # "none", "band" or "all"
+    densify: str = "all"              # "none", "band" (the release's rule) or "all" (measured best, README)
     densify_band: tuple[float, float] = (0.2, 0.6)
     densify_points: int = 4           # 1, 4, 9 or 16 fine queries per densified cell
     # fine matching (half-res pixels)
@@ -48,6 +48,10 @@ class MatcherConfig:
             raise TypeError(f"unknown config option(s) {sorted(bad)}; valid: {sorted(names)}")
         return replace(self, **changes)
 
+    def with_architecture_of(self, other: "MatcherConfig") -> "MatcherConfig":
+        """This config's matching settings with ``other``'s network architecture (what a weights file fixes)."""
+        return self.replace(**{k: getattr(other, k) for k in ARCHITECTURE_FIELDS})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -56,6 +60,9 @@ class MatcherConfig:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls().replace(**d)
 
+
+ARCHITECTURE_FIELDS = ("backbone", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
+                       "fine_dim", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

@@ -104,7 +104,8 @@ def _stereo_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndar
     from skimage import data
 
     left, right, disp = data.stereo_motorcycle()
-    pairs = [("motorcycle", left.astype(np.float32) / 255, right.astype(np.float32) / 255, disp)]
+    gray = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255 for im in (left, right)]
+    pairs = [("motorcycle", gray[0], gray[1], disp)]
     s = root / "stereo"
     if (s / "aloeGT.png").exists():
         gt = cv2.imread(str(s / "aloeGT.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
