@@ -46,3 +46,15 @@ def test_pose_command_prints_rotation(shared):
     assert "R =" in r.stdout and "t =" in r.stdout and "inliers" in r.stdout
     bad = run("pose", str(a), str(b), "--K0", "1,2,3", "--K1", k)
     assert bad.returncode == 2 and "fx,fy,cx,cy" in bad.stderr
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    from imamatch.atomic import atomic_path
+
+    with atomic_path(tmp_path / "x.txt") as tmp:
+        tmp.write_text("ok")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~umask
