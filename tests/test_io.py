@@ -1,6 +1,5 @@
 """Image input: every supported kind of input, and a clear ImageError naming the input for bad ones."""
 
-import io
 
 import cv2
 import numpy as np

@@ -6,7 +6,6 @@ import pytest
 from skimage import data
 
 from imamatch.eval.metrics import homography_corner_error
-from imamatch.io import read_image
 from imamatch.pose import estimate_homography
 
 
