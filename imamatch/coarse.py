@@ -24,19 +24,26 @@ def dual_softmax(f0: torch.Tensor, f1: torch.Tensor, temperature: float,
 
     Similarity is ``f0·f1 / (C · temperature)``; padded cells get zero probability. Returns ``(B, L0, L1)``.
     """
-    sim = torch.einsum("blc,bsc->bls", f0, f1) / (f0.shape[-1] * temperature)
-    valid = None
-    if m0 is not None and m1 is not None:
-        valid = m0[:, :, None] & m1[:, None, :]
-        sim = sim.masked_fill(~valid, -1e9)
-    if torch.is_grad_enabled() and sim.requires_grad:
+    scale = 1.0 / (f0.shape[-1] * temperature)
+    if torch.is_grad_enabled() and (f0.requires_grad or f1.requires_grad):
+        sim = torch.einsum("blc,bsc->bls", f0, f1) * scale
+        valid = None
+        if m0 is not None and m1 is not None:
+            valid = m0[:, :, None] & m1[:, None, :]
+            sim = sim.masked_fill(~valid, -1e9)
         conf = torch.softmax(sim, dim=1) * torch.softmax(sim, dim=2)
         return conf if valid is None else conf * valid
-    # inference: one exp pass shared by both softmaxes (rows whose best score is ~87 below the
-    # global best underflow to zero probability, which no threshold would keep anyway)
-    e = (sim - sim.amax(dim=(1, 2), keepdim=True)).exp_()
+    # inference, in place on one (B, L0, L1) buffer: padded rows/columns filled, then one exp pass shared by
+    # both softmaxes (rows whose best score is ~87 below the global best underflow to zero probability,
+    # which no threshold would keep anyway)
+    sim = torch.einsum("blc,bsc->bls", f0 * scale, f1)
+    if m0 is not None and m1 is not None:
+        for bi in range(sim.shape[0]):
+            sim[bi].index_fill_(0, (~m0[bi]).nonzero()[:, 0], -1e9).index_fill_(1, (~m1[bi]).nonzero()[:, 0], -1e9)
+    e = sim.sub_(sim.amax(dim=(1, 2), keepdim=True)).exp_()
     rows, cols = e.sum(dim=2, keepdim=True).clamp_min_(1e-30), e.sum(dim=1, keepdim=True).clamp_min_(1e-30)
     return e.mul_(e).div_(rows).div_(cols)
+
 
 def select_matches(conf: torch.Tensor, threshold: float, border: int = 0,
                    grid0: tuple[int, int] | None = None, grid1: tuple[int, int] | None = None) -> CoarseMatches:
@@ -45,11 +52,10 @@ def select_matches(conf: torch.Tensor, threshold: float, border: int = 0,
     ``border`` > 0 drops cells within that many cells of the grid edge (needs ``grid0``/``grid1`` = (h, w)).
     """
     bsz, l0, l1 = conf.shape
-    best1 = conf.argmax(dim=2)                      # (B, L0) best cell of image 1 for each cell of image 0
-    best0 = conf.argmax(dim=1)                      # (B, L1)
-    idx0 = torch.arange(l0, device=conf.device).expand(bsz, -1)
-    mask = torch.gather(best0, 1, best1) == idx0    # mutual
-    mask &= torch.gather(conf, 2, best1[..., None])[..., 0] > threshold
+    best, best1 = conf.max(dim=2)                   # (B, L0) best cell of image 1 for each cell of image 0
+    col_best = conf.amax(dim=1)                     # (B, L1); a column max reduces along rows, vectorised
+    mask = best >= torch.gather(col_best, 1, best1)  # mutual: also the best of its column
+    mask &= best > threshold
     if border > 0 and grid0 is not None and grid1 is not None:
         mask &= _border_mask(grid0, border, conf.device)[None]
         mask &= torch.gather(_border_mask(grid1, border, conf.device).expand(bsz, -1), 1, best1)

@@ -36,6 +36,13 @@ class MatcherConfig:
     consistency_radius: float = 1.0   # max distance regression ↔ classification peak (dev-set choice)
     consistency_min_prob: float = 0.0  # min heatmap probability at the regressed point
     consistency_check: bool = True
+    # photometric sub-pixel polish at the input resolution (imamatch.subpixel; no weights)
+    subpixel: bool = True
+    subpixel_radius: int = 3          # patch half-size (input px)
+    subpixel_iters: int = 4
+    subpixel_max_shift: float = 3.0   # farther moves are refused (input px)
+    subpixel_affine: bool = True      # warp the patches by the local affine fitted to neighbouring matches
+    subpixel_min_ncc: float = 0.0     # drop matches whose patches correlate less than this after the polish
     # input
     resize: int | None = 640          # long side the images are resized to (None: keep)
     max_matches: int | None = None    # keep the most confident ones

@@ -18,6 +18,7 @@ from .coarse import CoarseMatches, dual_softmax, select_matches
 from .config import MatcherConfig
 from .densify import FineQueries, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
+from .subpixel import local_affine, polish_matches
 
 
 @dataclass
@@ -138,7 +139,7 @@ class IMAMatchNet(nn.Module):
         return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, self.conf.densify_points)
 
     def refine(self, enc: Encoded, q: FineQueries) -> FineResult:
-        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1)
+        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1, q.parent)
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
@@ -146,7 +147,7 @@ class IMAMatchNet(nn.Module):
               valid1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
-        fine queries, queries passing the consistency check."""
+        fine queries, queries passing the consistency check, matches moved by the sub-pixel polish."""
         enc = self.encode(image0, image1, valid0, valid1)
         matches = self.coarse_matches(enc)
         q = self.queries(enc, matches)
@@ -154,11 +155,23 @@ class IMAMatchNet(nn.Module):
         keep = fr.consistent if self.conf.consistency_check else torch.ones_like(fr.consistent)
         kp0 = q.query0 * 2 + 0.5  # half-res → input pixels
         kp1 = fr.match1 * 2 + 0.5
+        num_polished = torch.tensor(0)
+        if self.conf.subpixel:
+            c = self.conf
+            bk, k0, k1 = q.b[keep], kp0[keep], kp1[keep]
+            affine = local_affine(bk, k0, k1, image0.shape[0], enc.grid0) if c.subpixel_affine else None
+            pol = polish_matches(image0, image1, bk, k0, k1, c.subpixel_radius, c.subpixel_iters,
+                                 c.subpixel_max_shift, affine=affine)
+            kp1 = kp1.clone()
+            kp1[keep] = pol.keypoints1
+            num_polished = pol.moved.sum()
+            keep = keep.clone()
+            keep[keep.clone()] = pol.ncc >= c.subpixel_min_ncc
         return {
             "keypoints0": kp0[keep], "keypoints1": kp1[keep],
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
             "batch": q.b[keep], "densified": q.densified[keep],
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
             "num_densified": torch.tensor(torch.unique(q.parent[q.densified]).numel()),
-            "num_consistent": keep.sum(),
+            "num_consistent": keep.sum(), "num_polished": num_polished,
         }

@@ -42,3 +42,27 @@ def test_threshold_and_border():
     assert (m.confidence > 0.5).all() and len(m.i0) == int((torch.linspace(0.05, 0.9, 16) > 0.5).sum())
     mb = select_matches(conf, threshold=0.0, border=1, grid0=(4, 4), grid1=(4, 4))
     assert sorted(mb.i0.tolist()) == [5, 6, 9, 10]
+
+
+def test_masked_inference_path_matches_training_path():
+    g = torch.Generator().manual_seed(2)
+    f0, f1 = torch.randn(2, 12, 8, generator=g), torch.randn(2, 10, 8, generator=g)
+    m0, m1 = torch.rand(2, 12, generator=g) > 0.3, torch.rand(2, 10, generator=g) > 0.3
+    with torch.no_grad():
+        fast = dual_softmax(f0, f1, 0.1, m0, m1)
+    slow = dual_softmax(f0.requires_grad_(), f1, 0.1, m0, m1)
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_mutual_nearest_neighbours_match_brute_force():
+    g = torch.Generator().manual_seed(3)
+    conf = torch.rand(3, 40, 35, generator=g) ** 4
+    m = select_matches(conf, threshold=0.05)
+    expect = set()
+    for b in range(3):
+        for i in range(40):
+            j = int(conf[b, i].argmax())
+            if int(conf[b, :, j].argmax()) == i and conf[b, i, j] > 0.05:
+                expect.add((b, i, j))
+    assert set(zip(m.b.tolist(), m.i0.tolist(), m.i1.tolist())) == expect
+    torch.testing.assert_close(m.confidence, conf[m.b, m.i0, m.i1])

@@ -34,3 +34,32 @@ def test_consistency_rejects_disagreeing_heads():
     ok, peak = fm.consistency(offsets, heat)
     assert ok.tolist() == [True, False, False]
     assert torch.allclose(peak, heat.max(-1).values)
+
+
+def test_windows_match_grid_sample_inside_and_across_the_border():
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.randn(2, 5, 17, 23, generator=g)
+    centres = torch.rand(300, 2, generator=g) * torch.tensor([29.0, 23.0]) - 3.0  # up to 3 px outside
+    b = torch.randint(0, 2, (300,), generator=g)
+    for size in (1, 3, 7):
+        pts = centres[:, None, :] + window_offsets(size)[None]
+        grid = torch.stack([2 * pts[..., 0] / 22 - 1, 2 * pts[..., 1] / 16 - 1], -1)
+        expect = torch.stack([torch.nn.functional.grid_sample(fmap[bi:bi + 1], grid[i:i + 1, None], align_corners=True)
+                              [0, :, 0].T for i, bi in enumerate(b.tolist())])
+        torch.testing.assert_close(sample_windows(fmap, b, centres, size), expect, atol=1e-5, rtol=0)
+
+
+def test_shared_reference_windows_give_the_same_result():
+    torch.manual_seed(0)
+    fm = FineMatcher(dim=8, size=7, bound=3.0, refine_size=3, refine_bound=1.5, refine_iters=1,
+                     radius=1.0, min_prob=0.0)
+    f0, f1 = torch.randn(2, 8, 20, 24), torch.randn(2, 8, 20, 24)
+    parent = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2, 3])  # densified groups of 4 and single matches
+    refs = torch.tensor([[5.5, 5.5], [9.5, 5.5], [13.5, 9.5], [17.5, 13.5]])[parent]
+    b = torch.tensor([0, 0, 1, 1])[parent]
+    query0 = torch.rand(10, 2) * 16 + 2
+    with torch.no_grad():
+        shared = fm(f0, f1, b, query0, refs, parent)
+        single = fm(f0, f1, b, query0, refs)
+    torch.testing.assert_close(shared.match1, single.match1)
+    torch.testing.assert_close(shared.heat, single.heat)

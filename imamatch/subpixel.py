@@ -1,0 +1,140 @@
+"""Photometric sub-pixel polish at the input resolution (after the learned fine stages).
+
+The learned fine stages work on 1/2-resolution features and land within about a pixel; this step moves each
+match in image 1 by Gauss–Newton on the zero-mean, unit-variance (ZNCC) difference between a small patch
+around the keypoint in image 0 and the patch around the match in image 1 (translation only, as in
+Lucas–Kanade), directly on the input pixels. A match keeps the learned position where the patch has no
+texture to lock on to, where the polish would move it farther than ``max_shift`` or where it does not raise
+the patch correlation. Positions are input pixels with pixel ``k`` centred at ``k``. Differentiable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .fine import sample_windows
+
+
+@dataclass
+class Polished:
+    """``keypoints1`` ``(N, 2)`` after the polish; ``ncc`` ``(N,)`` patch correlation there (in [-1, 1]);
+    ``moved`` ``(N,)`` bool, True where the polish was accepted."""
+
+    keypoints1: torch.Tensor
+    ncc: torch.Tensor
+    moved: torch.Tensor
+
+
+def _normalise(p: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-mean, unit-variance rows of ``p`` ``(N, S)``; also returns the standard deviations ``(N, 1)``."""
+    sd = p.std(dim=1, keepdim=True, unbiased=False) + eps
+    return (p - p.mean(dim=1, keepdim=True)) / sd, sd
+
+
+def image_gradients(image: torch.Tensor) -> torch.Tensor:
+    """Central-difference gradients of ``(B, 1, H, W)`` → ``(B, 2, H, W)`` (d/dx, d/dy)."""
+    gx = F.pad(image[..., :, 2:] - image[..., :, :-2], (1, 1, 0, 0)) * 0.5
+    gy = F.pad(image[..., 2:, :] - image[..., :-2, :], (0, 0, 1, 1)) * 0.5
+    return torch.cat([gx, gy], dim=1)
+
+
+def local_affine(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batch: int, grid: tuple[int, int],
+                 cell: int = 8, reach: int = 2, min_points: int = 8) -> torch.Tensor:
+    """Least-squares affine map of each match's neighbourhood: the linear part ``(N, 2, 2)`` of
+    ``kp1 ≈ A·kp0 + t`` fitted to all matches whose ``cell``-px cell in image 0 lies within ``reach`` cells
+    (a box filter over per-cell moments on a ``grid`` = (h, w) of cells). Identity where fewer than
+    ``min_points`` matches or an implausible fit (singular values outside [1/4, 4])."""
+    n = kp0.shape[0]
+    eye = torch.eye(2, dtype=kp0.dtype, device=kp0.device).expand(n, 2, 2)
+    if n == 0:
+        return eye.clone()
+    h, w = grid
+    cx = (kp0[:, 0] / cell).floor().long().clamp(0, w - 1)
+    cy = (kp0[:, 1] / cell).floor().long().clamp(0, h - 1)
+    flat = (b.long() * h + cy) * w + cx
+    x, y = kp0[:, 0].double(), kp0[:, 1].double()
+    u, v = kp1[:, 0].double(), kp1[:, 1].double()
+    one = torch.ones_like(x)
+    terms = torch.stack([one, x, y, x * x, x * y, y * y, u, v, x * u, y * u, x * v, y * v], -1)   # N, 12
+    moments = terms.new_zeros(batch * h * w, 12).index_add_(0, flat, terms)
+    moments = moments.view(batch, h, w, 12).permute(0, 3, 1, 2)
+    k = 2 * reach + 1
+    moments = F.avg_pool2d(moments, k, stride=1, padding=reach, count_include_pad=True) * k * k
+    m = moments.permute(0, 2, 3, 1).reshape(-1, 12)[flat]                                          # N, 12
+    s1, sx, sy, sxx, sxy, syy, su, sv, sxu, syu, sxv, syv = m.unbind(-1)
+    normal = torch.stack([torch.stack([sxx, sxy, sx], -1), torch.stack([sxy, syy, sy], -1),
+                          torch.stack([sx, sy, s1], -1)], -2)                                      # N, 3, 3
+    rhs = torch.stack([torch.stack([sxu, syu, su], -1), torch.stack([sxv, syv, sv], -1)], -1)      # N, 3, 2
+    enough = s1 >= min_points
+    normal = torch.where(enough[:, None, None], normal, torch.eye(3, dtype=normal.dtype, device=normal.device))
+    sol = torch.linalg.solve(normal + 1e-9 * torch.eye(3, dtype=normal.dtype, device=normal.device), rhs)
+    a = sol[:, :2, :].transpose(1, 2).to(kp0.dtype)                                                # N, 2, 2
+    sv = torch.linalg.svdvals(a)
+    ok = enough & torch.isfinite(sv).all(-1) & (sv[:, 0] <= 4) & (sv[:, 1] >= 0.25)
+    return torch.where(ok[:, None, None], a, eye)
+
+
+def _sample_points(fmap: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``fmap`` ``(B, C, H, W)`` at ``pts`` ``(N, K, 2)`` (px, zeros outside) → ``(N, K, C)``."""
+    h, w = fmap.shape[-2:]
+    grid = torch.stack([2 * pts[..., 0] / max(w - 1, 1) - 1, 2 * pts[..., 1] / max(h - 1, 1) - 1], -1)
+    out = fmap.new_zeros(pts.shape[0], pts.shape[1], fmap.shape[1])
+    for bi in range(fmap.shape[0]):
+        sel = (b == bi).nonzero(as_tuple=True)[0]
+        if len(sel):
+            s = F.grid_sample(fmap[bi:bi + 1], grid[sel][None], mode="bilinear", padding_mode="zeros",
+                              align_corners=True)                                                  # 1, C, n, K
+            out = out.index_put((sel,), s[0].permute(1, 2, 0))
+    return out
+
+
+def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, kp0: torch.Tensor,
+                   kp1: torch.Tensor, radius: int = 3, iters: int = 5, max_shift: float = 1.5,
+                   min_std: float = 0.01, affine: torch.Tensor | None = None) -> Polished:
+    """Polish matches ``kp0`` ↔ ``kp1`` ``(N, 2)`` (input px) of batch items ``b`` ``(N,)`` in images
+    ``(B, 1, H, W)`` in [0, 1], with ``(2·radius+1)²`` patches and ``iters`` Gauss–Newton steps (each at most
+    1 px). Patches of image 0 whose intensity standard deviation is below ``min_std`` are left alone.
+    ``affine`` ``(N, 2, 2)`` (e.g. :func:`local_affine`) warps the patch of image 1 by the local distortion."""
+    size = 2 * radius + 1
+    n = kp0.shape[0]
+    if n == 0:
+        return Polished(kp1, kp1.new_zeros(0), torch.zeros(0, dtype=torch.bool, device=kp1.device))
+    p0, sd0 = _normalise(sample_windows(image0, b, kp0, size)[..., 0])        # N, S²
+    stack1 = torch.cat([image1, image_gradients(image1)], dim=1)               # B, 3, H, W
+
+    offsets = None
+    if affine is not None:
+        r = torch.arange(-radius, radius + 1, dtype=kp1.dtype, device=kp1.device)
+        gy, gx = torch.meshgrid(r, r, indexing="ij")
+        offsets = torch.einsum("nij,sj->nsi", affine, torch.stack([gx.flatten(), gy.flatten()], -1))
+
+    def correlate(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if offsets is None:
+            win = sample_windows(stack1, b, pos, size)                         # N, S², 3
+        else:
+            win = _sample_points(stack1, b, pos[:, None, :] + offsets)
+        p1, sd = _normalise(win[..., 0])
+        grad = win[..., 1:] / sd[..., None]
+        grad = grad - grad.mean(dim=1, keepdim=True)                           # d p1 / d pos, N, S², 2
+        return p1, grad, (p1 * p0).mean(dim=1)
+
+    start = kp1
+    pos = kp1
+    p1, grad, ncc0 = correlate(pos)
+    eye = torch.eye(2, dtype=kp1.dtype, device=kp1.device)
+    for _ in range(iters):
+        res = p1 - p0                                                          # N, S²
+        hess = grad.transpose(1, 2) @ grad / size**2                           # N, 2, 2
+        rhs = (grad.transpose(1, 2) @ res[..., None])[..., 0] / size**2        # N, 2
+        damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-6)
+        step = -torch.linalg.solve(hess + damp[:, None, None] * eye, rhs)
+        pos = pos + step.clamp(-1.0, 1.0)
+        p1, grad, _ = correlate(pos)
+    ncc = (p1 * p0).mean(dim=1)
+    ok = (ncc > ncc0) & ((pos - start).norm(dim=-1) <= max_shift) & (sd0[:, 0] > min_std)
+    ok = ok & torch.isfinite(pos).all(-1)
+    out = torch.where(ok[:, None], pos, start)
+    return Polished(out, torch.where(ok, ncc, ncc0), ok)
