@@ -105,7 +105,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "shared.md"))
     ap.add_argument("--weights", help="imamatch weights to evaluate (default: shipped)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ablations", action="store_true", help="also run imamatch without densification / check")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also run imamatch without densification / consistency check / sub-pixel polish")
     ap.add_argument("--peers", action="store_true", help="also run ALIKED/DISK+LightGlue, XFeat, XFeat* (see peers.py)")
     ap.add_argument("--only", help="comma-separated method names to run (default: all selected)")
     a = ap.parse_args()
@@ -123,6 +124,8 @@ def main() -> None:
         methods["imamatch, no densification"] = imamatch_method(make(densify="none"))
         methods["imamatch, densify band 0.2–0.6 ×4"] = imamatch_method(make(densify="band"))
         methods["imamatch, no consistency check"] = imamatch_method(make(consistency_check=False))
+        methods["imamatch, no sub-pixel polish"] = imamatch_method(make(subpixel=False))
+        methods["imamatch, polish without local affine"] = imamatch_method(make(subpixel_affine=False))
     if a.peers:
         from peers import peer_methods
 

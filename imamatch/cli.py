@@ -105,7 +105,7 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
     n = len(res["keypoints0"])
     print(f"{n} matches ({int(res['densified'].sum())} from densified cells, {int(res['num_densified'])} of "
           f"{int(res['num_coarse'])} coarse matches densified, {int(res['num_rejected'])} rejected by the "
-          f"consistency check) in {dt:.2f} s")
+          f"consistency check, {int(res['num_polished'])} moved by the sub-pixel polish) in {dt:.2f} s")
     print(f"picture: {Path(out).resolve()}")
     if save:
         print(f"matches: {Path(save).resolve()}")

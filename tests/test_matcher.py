@@ -27,8 +27,8 @@ def test_stereo_pair_matches_follow_the_disparity(matcher):
     d = disp[yi, xi]
     ok = np.isfinite(d)
     err = np.hypot(k1[ok, 0] - (k0[ok, 0] - d[ok]), k1[ok, 1] - k0[ok, 1])
-    assert np.mean(err < 3) > 0.6, np.mean(err < 3)
-    assert out["densified"].any() and out["num_densified"] > 0
+    assert np.mean(err < 3) > 0.8 and np.mean(err < 1) > 0.55, (np.mean(err < 3), np.mean(err < 1))
+    assert out["densified"].any() and out["num_densified"] > 0 and out["num_polished"] > len(k0) / 2
 
 
 def test_scale_change_and_different_sizes(matcher):
@@ -68,7 +68,8 @@ def test_blank_and_identical_images(matcher):
     same = matcher.match(img, img)
     assert len(same["keypoints0"]) > 500
     err = np.linalg.norm(same["keypoints0"] - same["keypoints1"], axis=1)
-    assert np.median(err) < 1.0 and np.mean(err < 1) > 0.6, (np.median(err), np.mean(err < 1))
+    # the photometric polish lands textured points on themselves
+    assert np.median(err) < 0.2 and np.mean(err < 1) > 0.75, (np.median(err), np.mean(err < 1))
 
 
 def test_relative_pose_on_the_posed_sequence(matcher, shared):
