@@ -219,7 +219,7 @@ def _run_eval(a: argparse.Namespace) -> int:
         return r["keypoints0"], r["keypoints1"]
 
     if a.benchmark in ("megadepth1500", "scannet1500"):
-        from .data.standard import megadepth_pairs, scannet_pairs
+        from .data.standard import megadepth_pairs, scannet_pairs, scannet_scene_root
         from .eval.standard import evaluate_pose_pairs
 
         if not a.index:
@@ -227,8 +227,9 @@ def _run_eval(a: argparse.Namespace) -> int:
         mega = a.benchmark == "megadepth1500"
         pairs = megadepth_pairs(a.index) if mega else scannet_pairs(a.index)
         if not mega:
-            root = root / "scannet_test_1500" if (root / "scannet_test_1500").is_dir() else root
-        res = evaluate_pose_pairs(match, root, pairs, 5e-4 if mega else 1e-4, refine=a.ba)
+            root = scannet_scene_root(root, pairs)
+        # epipolar threshold of the matching precision: 1e-4 outdoors, 5e-4 indoors (SuperGlue / LoFTR)
+        res = evaluate_pose_pairs(match, root, pairs, 1e-4 if mega else 5e-4, refine=a.ba)
     elif a.benchmark == "homography":
         from .eval.standard import evaluate_homography_folder
 

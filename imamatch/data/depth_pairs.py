@@ -75,8 +75,12 @@ class DepthPairs(torch.utils.data.Dataset):
         p = self.pairs[i]
         out = {}
         for k, (img, dep, K) in enumerate([(p.image0, p.depth0, p.K0), (p.image1, p.depth1, p.K1)]):
+            gray = _read_gray(self.root / img)
             depth = _read_depth(self.depth_root / dep) if dep else None
-            im, d, Ks = resize_pad(_read_gray(self.root / img), depth, K, self.long_side, self.pad_to)
+            if depth is not None and depth.shape != gray.shape:
+                raise DataError(f"depth {self.depth_root / dep} is {depth.shape[1]}×{depth.shape[0]} but image "
+                                f"{self.root / img} is {gray.shape[1]}×{gray.shape[0]}: export both at one size")
+            im, d, Ks = resize_pad(gray, depth, K, self.long_side, self.pad_to)
             out[f"image{k}"] = torch.from_numpy(im)[None]
             out[f"depth{k}"] = torch.from_numpy(d)
             out[f"K{k}"] = torch.from_numpy(Ks)

@@ -47,6 +47,19 @@ def megadepth_pairs(index_dir: str | Path, list_name: str = "megadepth_test_1500
     return pairs
 
 
+SCANNET_SCENE_FOLDERS = ("", "scannet_test_1500", "scans_test", "scans")
+
+
+def scannet_scene_root(root: str | Path, pairs: list[PairInfo]) -> Path:
+    """The folder holding the scene folders of ``pairs``: ``root`` itself or its sub-folder ``scannet_test_1500``
+    (the ScanNet-1500 download), ``scans_test`` or ``scans`` (ScanNet's own layout); ``root`` if none does."""
+    root = Path(root)
+    for sub in SCANNET_SCENE_FOLDERS:
+        if pairs and (root / sub / pairs[0].image0).is_file():
+            return root / sub
+    return root
+
+
 def scannet_pairs(index_dir: str | Path) -> list[PairInfo]:
     """ScanNet-1500: ``test.npz`` (names, rel_pose) and ``intrinsics.npz`` (read with ``allow_pickle=False``)."""
     index_dir = Path(index_dir)
@@ -55,14 +68,21 @@ def scannet_pairs(index_dir: str | Path) -> list[PairInfo]:
             raise DataError(f"ScanNet index file not found: {index_dir / f}")
     with np.load(index_dir / "test.npz", allow_pickle=False) as t, \
             np.load(index_dir / "intrinsics.npz", allow_pickle=False) as intr:
+        if "name" not in t.files or "rel_pose" not in t.files:
+            raise DataError(f"{index_dir / 'test.npz'} lacks 'name' or 'rel_pose' (has {t.files})")
         names, rel = t["name"], t["rel_pose"]
         Ks = {k: intr[k] for k in intr.files}
+    if names.ndim != 2 or names.shape[1] != 4 or rel.shape != (len(names), 12):
+        raise DataError(f"{index_dir / 'test.npz'}: expected name (N, 4) and rel_pose (N, 12), got "
+                        f"{names.shape} and {rel.shape}")
     pairs = []
     for (scene, sub, f0, f1), r in zip(names, rel):
         scene_name = f"scene{scene:04d}_{sub:02d}"
+        if scene_name not in Ks:
+            raise DataError(f"{index_dir / 'intrinsics.npz'} has no intrinsics for {scene_name}")
         T = np.eye(4)
         T[:3] = np.asarray(r, np.float64).reshape(3, 4)
-        K = np.asarray(Ks[scene_name], np.float64)
+        K = np.asarray(Ks[scene_name], np.float64).reshape(3, 3)
         pairs.append(PairInfo(f"{scene_name}/color/{f0}.jpg", f"{scene_name}/color/{f1}.jpg", K, K, T,
                               f"{scene_name}/depth/{f0}.png", f"{scene_name}/depth/{f1}.png"))
     return pairs

@@ -155,7 +155,7 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
         return
     from ..data.depth_pairs import DepthPairs
     from ..data.posed import PosedPairs
-    from ..data.standard import megadepth_pairs, scannet_pairs
+    from ..data.standard import megadepth_pairs, scannet_pairs, scannet_scene_root
 
     if cfg.dataset == "posed":
         if not cfg.root:
@@ -166,7 +166,8 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
             raise DataError(f"dataset {cfg.dataset!r} needs --root and --index")
         mega = cfg.dataset == "megadepth"
         pairs = megadepth_pairs(cfg.index, cfg.index_list) if mega else scannet_pairs(cfg.index)
-        data = DepthPairs(cfg.root, pairs, long_side=cfg.size, pad_to=cfg.size if mega else None)
+        root = cfg.root if mega else scannet_scene_root(cfg.root, pairs)
+        data = DepthPairs(root, pairs, long_side=cfg.size, pad_to=cfg.size if mega else None)
     epoch = step * cfg.batch * world // max(1, len(data))
     while True:
         sampler = torch.utils.data.distributed.DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed)
