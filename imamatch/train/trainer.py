@@ -1,5 +1,5 @@
-"""Training loop on synthetic homography pairs: AdamW, warm-up + cosine decay, gradient clipping, periodic
-atomic checkpoints, exact resume, progress bar, JSON-lines log."""
+"""Training loop (synthetic homography pairs, depth datasets, posed photos): AdamW, warm-up then cosine or step
+decay, gradient clipping, periodic atomic checkpoints, exact resume, progress bar, JSON-lines log."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..densify import make_queries
 from ..model import IMAMatchNet
 from ..weights import load_into, read_weights, save_weights
 from .losses import LossConfig, coarse_focal_loss, fine_losses
+from .presets import DATASETS, SCHEDULES
 from .supervision import Transfer, coarse_truth, depth_transfer, homography_transfer, inverse_homography_transfer
 
 
@@ -31,7 +32,11 @@ from .supervision import Transfer, coarse_truth, depth_transfer, homography_tran
 class TrainConfig:
     """Everything a training run needs. ``dataset``: "synthetic" (``folders`` of photos), "megadepth" or
     "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names for MegaDepth), or
-    "posed" (``root`` with a ``transforms.json``; epipolar supervision, no depth needed)."""
+    "posed" (``root`` with a ``transforms.json``; epipolar supervision, no depth needed).
+
+    Learning rate: linear warm-up over ``warmup`` steps, then ``schedule`` "cosine" (down to 0.1·lr at
+    ``steps``) or "step" (× ``decay`` every ``decay_every`` steps after the warm-up, like a MultiStepLR with
+    evenly spaced milestones). Named settings per dataset: :mod:`imamatch.train.presets`."""
 
     folders: list[str]
     out: str
@@ -49,6 +54,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     clip: float = 10.0
     warmup: int = 200
+    schedule: str = "cosine"         # "cosine" or "step"
+    decay_every: int = 10000         # step schedule: steps between decays (after the warm-up)
+    decay: float = 0.5               # step schedule: factor per decay
     seed: int = 66
     ckpt_every: int = 100
     freeze_backbone: bool = True
@@ -57,6 +65,17 @@ class TrainConfig:
     threads: int | None = None
     max_minutes: float | None = None  # stop (with a checkpoint) after this long
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.decay_every < 1 or not 0 < self.decay <= 1:
+            raise ValueError(f"step schedule needs decay_every >= 1 and 0 < decay <= 1, got {self.decay_every} "
+                             f"and {self.decay}")
+        if self.warmup < 0 or self.steps < 0 or self.batch < 1 or self.size < 32:
+            raise ValueError("warmup and steps must be >= 0, batch >= 1, size >= 32")
 
 
 def load_aliked_backbone(net: IMAMatchNet, path: str | Path) -> None:
@@ -70,9 +89,12 @@ def load_aliked_backbone(net: IMAMatchNet, path: str | Path) -> None:
     net.backbone.load_state_dict(mapped, strict=True)
 
 
-def _lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up, then ``cfg.schedule``."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
+    if cfg.schedule == "step":
+        return cfg.decay ** ((step - cfg.warmup) // cfg.decay_every)
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
@@ -249,7 +271,7 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.freeze_backbone:
             net.backbone.eval()
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(step, cfg)
+            g["lr"] = cfg.lr * lr_factor(step, cfg)
         with autocast:
             loss, stats = model(_to(next(it), device), gen)
         opt.zero_grad(set_to_none=True)
