@@ -26,7 +26,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="named training settings (imamatch/train/presets.py); the flags below override them")
     p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--root", help="megadepth/scannet: dataset root (images and depths); posed: folder with "
-                   "transforms.json")
+                   "transforms.json or a COLMAP model (sparse/0 and images/)")
     p.add_argument("--index", help="megadepth: scene-info folder; scannet: folder with the index npz files")
     p.add_argument("--index-list", help="megadepth: file of scene names in --index (default train_list.txt)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")

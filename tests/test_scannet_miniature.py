@@ -136,7 +136,7 @@ def test_depth_png_is_millimetres_and_poses_are_camera_to_world(mini_scannet):
 
 
 def test_bad_scannet_data_gives_clear_errors(mini_scannet, tmp_path):
-    root, index, _ = mini_scannet
+    root = mini_scannet[0]
     np.savez(tmp_path / "test.npz", name=np.array([[708, 0, 0, 15]], np.uint16), rel_pose=np.zeros((1, 12)))
     np.savez(tmp_path / "intrinsics.npz", **{SCENE: K})
     with pytest.raises(DataError, match="no intrinsics for scene0708_00"):

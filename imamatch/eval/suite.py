@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..data.posed import load_transforms, relative_pose, select_pairs, undistorted_image
+from ..data.posed import load_posed, relative_pose, select_pairs, undistorted_image
 from ..errors import DataError
 from ..io import read_image
 from ..pose import estimate_homography, estimate_relative_pose
@@ -139,10 +139,10 @@ def eval_stereo(method: Method, root: Path, timer: Timer) -> dict[str, float]:
 
 def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None = None,
                prefix: str = "fox") -> dict[str, float]:
-    """A posed sequence (``transforms.json``), undistorted: relative pose AUC@5/10/20° on the fixed pair list of
-    :func:`select_pairs`. ``refine`` None: both without (``<prefix>_auc*``) and with bundle adjustment
+    """A posed sequence (``transforms.json`` or a COLMAP model), undistorted: relative pose AUC@5/10/20° on the
+    fixed pair list of :func:`select_pairs`. ``refine`` None: both without (``<prefix>_auc*``) and with bundle adjustment
     (``<prefix>_ba_auc*``, plus ``<prefix>_ba_s`` seconds per pair) from the same matches; True/False: one."""
-    frames = load_transforms(_require(folder))
+    frames = load_posed(_require(folder))
     pairs = select_pairs(frames)
     cache: dict[int, np.ndarray] = {}
 

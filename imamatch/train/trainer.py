@@ -32,7 +32,7 @@ from .supervision import Transfer, coarse_truth, depth_transfer, homography_tran
 class TrainConfig:
     """Everything a training run needs. ``dataset``: "synthetic" (``folders`` of photos), "megadepth" or
     "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names for MegaDepth), or
-    "posed" (``root`` with a ``transforms.json``; epipolar supervision, no depth needed).
+    "posed" (``root`` with a ``transforms.json`` or a COLMAP model; epipolar supervision, no depth needed).
 
     Learning rate: linear warm-up over ``warmup`` steps, then ``schedule`` "cosine" (down to 0.1·lr at
     ``steps``) or "step" (× ``decay`` every ``decay_every`` steps after the warm-up, like a MultiStepLR with
@@ -181,7 +181,7 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
 
     if cfg.dataset == "posed":
         if not cfg.root:
-            raise DataError("dataset 'posed' needs --root (a folder with transforms.json)")
+            raise DataError("dataset 'posed' needs --root (a folder with transforms.json or a COLMAP model)")
         data = PosedPairs(cfg.root, long_side=cfg.size)
     else:
         if not cfg.root or not cfg.index:
