@@ -34,7 +34,9 @@ def load_transforms(folder: str | Path) -> list[PosedFrame]:
     if not tf.is_file():
         raise DataError(f"no transforms.json in {folder}")
     meta = json.loads(tf.read_text())
-    K = np.array([[meta["fl_x"], 0, meta["cx"]], [0, meta["fl_y"], meta["cy"]], [0, 0, 1]], np.float64)
+    # instant-ngp takes cx, cy from COLMAP (pixel centres at +0.5) and renders rays through pixel centres at
+    # (i + 0.5): here pixel centres are at integers
+    K = np.array([[meta["fl_x"], 0, meta["cx"] - 0.5], [0, meta["fl_y"], meta["cy"] - 0.5], [0, 0, 1]], np.float64)
     dist = np.array([meta.get(k, 0.0) for k in ("k1", "k2", "p1", "p2")], np.float64)
     frames = []
     for f in meta["frames"]:

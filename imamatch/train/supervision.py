@@ -73,12 +73,23 @@ def coarse_truth(forward: Transfer, backward: Transfer, batch: int, grid0: tuple
     return CoarseTruth(b, i0, j01[b, i0])
 
 
-def _sample_nearest(depth: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depth ``(B, H, W)`` at the pixels nearest to ``pts`` ``(N, 2)``; 0 outside. Returns (values, inside)."""
+def _sample_depth(depth: torch.Tensor, b: torch.Tensor, pts: torch.Tensor,
+                  max_spread: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth ``(B, H, W)`` at ``pts`` ``(N, 2)``: bilinear where the four neighbouring pixels are all known and
+    agree (relative spread below ``max_spread``, i.e. no depth edge between them), else the nearest pixel; 0
+    outside. Returns (values, inside)."""
     h, w = depth.shape[-2:]
     ix, iy = torch.round(pts[:, 0]).long(), torch.round(pts[:, 1]).long()
     inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    d = depth[b, iy.clamp(0, h - 1), ix.clamp(0, w - 1)]
+    nearest = depth[b, iy.clamp(0, h - 1), ix.clamp(0, w - 1)]
+    x0, y0 = torch.floor(pts[:, 0]).long(), torch.floor(pts[:, 1]).long()
+    fx, fy = (pts[:, 0] - x0).to(depth.dtype), (pts[:, 1] - y0).to(depth.dtype)
+    xs, ys = (x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)), (y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1))
+    c = torch.stack([depth[b, ys[j], xs[i]] for j in (0, 1) for i in (0, 1)], -1)  # N, 4: tl, tr, bl, br
+    lo, hi = c.amin(-1), c.amax(-1)
+    smooth = (lo > 0) & ((hi - lo) < max_spread * lo.clamp_min(1e-12))
+    top, bottom = torch.lerp(c[:, 0], c[:, 1], fx), torch.lerp(c[:, 2], c[:, 3], fx)
+    d = torch.where(smooth, torch.lerp(top, bottom, fy), nearest)
     return torch.where(inside, d, torch.zeros_like(d)), inside
 
 
@@ -90,14 +101,14 @@ def depth_transfer(depth0: torch.Tensor, depth1: torch.Tensor, K0: torch.Tensor,
     below ``max_rel_depth_error``, which rejects occluded points)."""
 
     def f(pts: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d0, _ = _sample_nearest(depth0, b, pts)
+        d0, _ = _sample_depth(depth0, b, pts)
         ph = torch.cat([pts, torch.ones_like(pts[:, :1])], -1).to(K0.dtype)
         X = torch.einsum("nij,nj->ni", torch.linalg.inv(K0)[b], ph) * d0[:, None].to(K0.dtype)
         X1 = torch.einsum("nij,nj->ni", T_0to1[b, :3, :3].to(K0.dtype), X) + T_0to1[b, :3, 3].to(K0.dtype)
         z1 = X1[:, 2]
         p = torch.einsum("nij,nj->ni", K1[b].to(K0.dtype), X1)
         p1 = (p[:, :2] / p[:, 2:].clamp_min(1e-8)).to(pts.dtype)
-        d1, inside = _sample_nearest(depth1, b, p1)
+        d1, inside = _sample_depth(depth1, b, p1)
         consistent = (d1 > 0) & ((z1 - d1).abs() / d1.clamp_min(1e-8) < max_rel_depth_error)
         return p1, (d0 > 0) & (z1 > 1e-8) & inside & consistent
 
