@@ -51,17 +51,16 @@ def select_matches(conf: torch.Tensor, threshold: float, border: int = 0,
 
     ``border`` > 0 drops cells within that many cells of the grid edge (needs ``grid0``/``grid1`` = (h, w)).
     """
-    bsz, l0, l1 = conf.shape
     best, best1 = conf.max(dim=2)                   # (B, L0) best cell of image 1 for each cell of image 0
     col_best = conf.amax(dim=1)                     # (B, L1); a column max reduces along rows, vectorised
     mask = best >= torch.gather(col_best, 1, best1)  # mutual: also the best of its column
     mask &= best > threshold
-    if border > 0 and grid0 is not None and grid1 is not None:
-        mask &= _border_mask(grid0, border, conf.device)[None]
-        mask &= torch.gather(_border_mask(grid1, border, conf.device).expand(bsz, -1), 1, best1)
     b, i0 = mask.nonzero(as_tuple=True)
     i1 = best1[b, i0]
-    return CoarseMatches(b, i0, i1, conf[b, i0, i1])
+    matches = CoarseMatches(b, i0, i1, conf[b, i0, i1])
+    if border > 0 and grid0 is not None and grid1 is not None:
+        matches = drop_border(matches, border, grid0, grid1)
+    return matches
 
 
 def _border_mask(grid: tuple[int, int], border: int, device: torch.device) -> torch.Tensor:
@@ -69,3 +68,64 @@ def _border_mask(grid: tuple[int, int], border: int, device: torch.device) -> to
     m = torch.zeros(h, w, dtype=torch.bool, device=device)
     m[border:h - border, border:w - border] = True
     return m.flatten()
+
+
+def drop_border(matches: CoarseMatches, border: int, grid0: tuple[int, int],
+                grid1: tuple[int, int]) -> CoarseMatches:
+    """Matches whose cells are at least ``border`` cells from both grids' edges (``border`` 0: all)."""
+    if border <= 0:
+        return matches
+    keep = (_border_mask(grid0, border, matches.i0.device)[matches.i0]
+            & _border_mask(grid1, border, matches.i1.device)[matches.i1])
+    return CoarseMatches(matches.b[keep], matches.i0[keep], matches.i1[keep], matches.confidence[keep])
+
+
+def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, threshold: float,
+                   m0: torch.Tensor | None = None, m1: torch.Tensor | None = None,
+                   block: int = 256) -> CoarseMatches:
+    """Inference: ``select_matches(dual_softmax(f0, f1, temperature, m0, m1), threshold)`` without the
+    ``(B, L0, L1)`` probability matrix in memory passes.
+
+    In the log domain, ``log conf = 2 s - logsumexp_row - logsumexp_col``. One pass over row blocks of the
+    similarity (each small enough to stay in cache) accumulates both log-sum-exps (the column one with a running
+    maximum); a second pass takes each row's best and each column's best score. Padded cells are dropped first.
+    Same result as the two-step path up to floating-point rounding (ties resolved by either).
+    """
+    scale = 1.0 / (f0.shape[-1] * temperature)
+    out_b, out_i0, out_i1, out_c = [], [], [], []
+    for bi in range(f0.shape[0]):
+        rows = torch.arange(f0.shape[1], device=f0.device) if m0 is None else m0[bi].nonzero()[:, 0]
+        cols = torch.arange(f1.shape[1], device=f1.device) if m1 is None else m1[bi].nonzero()[:, 0]
+        if len(rows) == 0 or len(cols) == 0:
+            continue
+        a, b = f0[bi, rows] * scale, f1[bi, cols]
+        n0, n1 = len(rows), len(cols)
+        sim = a.new_empty(n0, n1)
+        row_lse = a.new_empty(n0)
+        col_sum = a.new_zeros(n1)
+        top = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
+        for s in range(0, n0, block):
+            blk = torch.mm(a[s:s + block], b.T, out=sim[s:s + block])
+            new_top = torch.maximum(top, blk.max())
+            e = (blk - new_top).exp_()
+            col_sum.mul_((top - new_top).exp()).add_(e.sum(0))
+            row_lse[s:s + block] = e.sum(1).log_() + new_top
+            top = new_top
+        col_lse = col_sum.log_() + top
+        best_val, best_idx = a.new_empty(n0), torch.empty(n0, dtype=torch.long, device=a.device)
+        col_best = torch.full((n1,), float("-inf"), dtype=a.dtype, device=a.device)
+        for s in range(0, n0, block):
+            score = (sim[s:s + block] * 2).sub_(row_lse[s:s + block, None]).sub_(col_lse[None])
+            torch.max(score, dim=1, out=(best_val[s:s + block], best_idx[s:s + block]))
+            torch.maximum(col_best, score.amax(0), out=col_best)
+        conf = best_val.exp()
+        keep = (best_val >= col_best[best_idx]) & (conf > threshold)
+        idx = keep.nonzero()[:, 0]
+        out_b.append(torch.full((len(idx),), bi, dtype=torch.long, device=a.device))
+        out_i0.append(rows[idx])
+        out_i1.append(cols[best_idx[idx]])
+        out_c.append(conf[idx])
+    if not out_b:
+        empty = torch.zeros(0, dtype=torch.long, device=f0.device)
+        return CoarseMatches(empty, empty, empty, f0.new_zeros(0))
+    return CoarseMatches(torch.cat(out_b), torch.cat(out_i0), torch.cat(out_i1), torch.cat(out_c))

@@ -34,11 +34,10 @@ def sample_windows(fmap: torch.Tensor, b: torch.Tensor, centres: torch.Tensor, s
     iy = (base[:, 1].long() + pad).clamp(0, hp - size - 1)
     t = torch.arange(size + 1, device=fmap.device)
     idx = (b.long() * (hp * wp) + iy * wp + ix)[:, None, None] + t[None, :, None] * wp + t[None, None, :]
-    patch = flat[idx.reshape(-1)].view(n, size + 1, size + 1, c)
-    fx, fy = frac[:, 0, None, None, None], frac[:, 1, None, None, None]
-    top = torch.lerp(patch[:, :-1, :-1], patch[:, :-1, 1:], fx)
-    bottom = torch.lerp(patch[:, 1:, :-1], patch[:, 1:, 1:], fx)
-    return torch.lerp(top, bottom, fy).reshape(n, size * size, c)
+    rows = flat[idx.reshape(-1)].view(n, size + 1, (size + 1) * c)          # patch rows, channels-last
+    # blend along x (two contiguous runs of each row), then along y
+    across = torch.lerp(rows[:, :, :size * c], rows[:, :, c:], frac[:, 0, None, None])    # N, size+1, size·C
+    return torch.lerp(across[:, :-1], across[:, 1:], frac[:, 1, None, None]).reshape(n, size * size, c)
 
 
 class FineStage(nn.Module):

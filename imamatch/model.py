@@ -14,7 +14,7 @@ from torch import nn
 
 from .attention import CoarseTransformer
 from .backbone import BACKBONES
-from .coarse import CoarseMatches, dual_softmax, select_matches
+from .coarse import CoarseMatches, drop_border, dual_softmax, mutual_matches, select_matches
 from .config import MatcherConfig
 from .densify import FineQueries, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
@@ -24,13 +24,13 @@ from .subpixel import local_affine, polish_matches
 @dataclass
 class Encoded:
     """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention; ``fine0/1``: ``(B, Cf, H/2, W/2)``;
-    ``conf``: ``(B, L0, L1)`` dual-softmax; ``grid0/1``: (h, w) of the 1/8 grids; masks ``(B, L_i)`` or None."""
+    ``conf``: ``(B, L0, L1)`` dual-softmax (None when not asked for); ``grid0/1``: (h, w) of the 1/8 grids; masks ``(B, L_i)`` or None."""
 
     coarse0: torch.Tensor
     coarse1: torch.Tensor
     fine0: torch.Tensor
     fine1: torch.Tensor
-    conf: torch.Tensor
+    conf: torch.Tensor | None
     grid0: tuple[int, int]
     grid1: tuple[int, int]
     mask0: torch.Tensor | None
@@ -104,9 +104,10 @@ class IMAMatchNet(nn.Module):
 
     # ------------------------------------------------------------------ stages
     def encode(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
-               valid1: torch.Tensor | None = None) -> Encoded:
+               valid1: torch.Tensor | None = None, assignment: bool = True) -> Encoded:
         """Images ``(B, 1, H_i, W_i)`` in [0, 1] (sides divisible by 32); ``valid_i`` ``(B, H_i/8, W_i/8)``
-        bool marks real (unpadded) cells, or None."""
+        bool marks real (unpadded) cells, or None. ``assignment`` False skips the dual-softmax matrix
+        (:meth:`coarse_matches` then selects the matches without it)."""
         if image0.shape == image1.shape:
             out = self.backbone(torch.cat([image0, image1]))
             c0, c1 = self.coarse_in(F.normalize(out.coarse, dim=1)).chunk(2)
@@ -128,11 +129,15 @@ class IMAMatchNet(nn.Module):
         c0, c1 = c0.flatten(2).transpose(1, 2), c1.flatten(2).transpose(1, 2)
         m0 = None if valid0 is None else valid0.flatten(1)
         m1 = None if valid1 is None else valid1.flatten(1)
-        conf = dual_softmax(c0, c1, self.conf.temperature, m0, m1)
+        conf = dual_softmax(c0, c1, self.conf.temperature, m0, m1) if assignment else None
         return Encoded(c0, c1, f0, f1, conf, grid0, grid1, m0, m1)
 
     def coarse_matches(self, enc: Encoded) -> CoarseMatches:
-        return select_matches(enc.conf, self.conf.coarse_threshold, self.conf.border, enc.grid0, enc.grid1)
+        c = self.conf
+        if enc.conf is not None:
+            return select_matches(enc.conf, c.coarse_threshold, c.border, enc.grid0, enc.grid1)
+        m = mutual_matches(enc.coarse0, enc.coarse1, c.temperature, c.coarse_threshold, enc.mask0, enc.mask1)
+        return drop_border(m, c.border, enc.grid0, enc.grid1)
 
     def queries(self, enc: Encoded, matches: CoarseMatches) -> FineQueries:
         dense = densify_mask(matches.confidence, self.conf.densify, tuple(self.conf.densify_band))
@@ -148,7 +153,7 @@ class IMAMatchNet(nn.Module):
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
         fine queries, queries passing the consistency check, matches moved by the sub-pixel polish."""
-        enc = self.encode(image0, image1, valid0, valid1)
+        enc = self.encode(image0, image1, valid0, valid1, assignment=False)
         matches = self.coarse_matches(enc)
         q = self.queries(enc, matches)
         fr = self.refine(enc, q)

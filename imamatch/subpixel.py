@@ -30,8 +30,9 @@ class Polished:
 
 def _normalise(p: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-mean, unit-variance rows of ``p`` ``(N, S)``; also returns the standard deviations ``(N, 1)``."""
-    sd = p.std(dim=1, keepdim=True, unbiased=False) + eps
-    return (p - p.mean(dim=1, keepdim=True)) / sd, sd
+    var, mean = torch.var_mean(p, dim=1, keepdim=True, unbiased=False)
+    sd = var.sqrt() + eps
+    return (p - mean) / sd, sd
 
 
 def image_gradients(image: torch.Tensor) -> torch.Tensor:
@@ -81,6 +82,9 @@ def _sample_points(fmap: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> to
     """Bilinear samples of ``fmap`` ``(B, C, H, W)`` at ``pts`` ``(N, K, 2)`` (px, zeros outside) → ``(N, K, C)``."""
     h, w = fmap.shape[-2:]
     grid = torch.stack([2 * pts[..., 0] / max(w - 1, 1) - 1, 2 * pts[..., 1] / max(h - 1, 1) - 1], -1)
+    if fmap.shape[0] == 1:
+        return F.grid_sample(fmap, grid[None], mode="bilinear", padding_mode="zeros",
+                             align_corners=True)[0].permute(1, 2, 0)
     out = fmap.new_zeros(pts.shape[0], pts.shape[1], fmap.shape[1])
     for bi in range(fmap.shape[0]):
         sel = (b == bi).nonzero(as_tuple=True)[0]

@@ -66,3 +66,21 @@ def test_mutual_nearest_neighbours_match_brute_force():
                 expect.add((b, i, j))
     assert set(zip(m.b.tolist(), m.i0.tolist(), m.i1.tolist())) == expect
     torch.testing.assert_close(m.confidence, conf[m.b, m.i0, m.i1])
+
+
+def test_blocked_mutual_matches_equal_the_two_step_path():
+    from imamatch.coarse import mutual_matches
+
+    g = torch.Generator().manual_seed(4)
+    f0 = torch.randn(2, 70, 16, generator=g)
+    f1 = torch.cat([f0[:, torch.randperm(70, generator=g)[:50]], torch.randn(2, 10, 16, generator=g)], 1)
+    f0 = f0 * torch.linspace(0.5, 2.0, 70)[None, :, None]  # later row blocks hold larger scores
+    f1 = f1 + 0.2 * torch.randn(f1.shape, generator=g)
+    m0, m1 = torch.rand(2, 70, generator=g) > 0.1, torch.rand(2, 60, generator=g) > 0.1
+    with torch.no_grad():
+        ref = select_matches(dual_softmax(f0, f1, 0.1, m0, m1), 0.05)
+        new = mutual_matches(f0, f1, 0.1, 0.05, m0, m1, block=16)
+    key = lambda m: sorted(zip(m.b.tolist(), m.i0.tolist(), m.i1.tolist(), m.confidence.tolist()))  # noqa: E731
+    a, b = key(ref), key(new)
+    assert len(a) > 20 and [r[:3] for r in a] == [r[:3] for r in b]
+    torch.testing.assert_close(torch.tensor([r[3] for r in b]), torch.tensor([r[3] for r in a]), rtol=1e-4, atol=1e-6)
