@@ -27,8 +27,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--root", help="megadepth/scannet: dataset root (images and depths); posed: folder with "
                    "transforms.json or a COLMAP model (sparse/0 and images/)")
-    p.add_argument("--index", help="megadepth: scene-info folder; scannet: folder with the index npz files")
-    p.add_argument("--index-list", help="megadepth: file of scene names in --index (default train_list.txt)")
+    p.add_argument("--index", help="megadepth: scene-info folder; scannet: folder with test.npz and "
+                   "intrinsics.npz, or LoFTR's training index (per-scene npz files in it or in its "
+                   "scene_data/train, intrinsics.npz)")
+    p.add_argument("--index-list", help="file of scene names, relative to --index (megadepth: default "
+                   "train_list.txt; scannet training index: default every scene*.npz)")
+    p.add_argument("--min-overlap", type=float,
+                   help="scannet training index: keep pairs with a larger overlap score (default 0.4)")
+    p.add_argument("--pairs-per-scene", type=int,
+                   help="scannet training index: pairs drawn per scene and epoch (default 200; 0: all)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log; resumes if it holds one")
     p.add_argument("--bundled", action="store_true", help="also use scikit-image's bundled photos")
@@ -55,9 +62,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 # TrainConfig fields set by flags of the same name (None: not given, the config's value stands)
-_TRAIN_FLAGS = ("dataset", "root", "index", "index_list", "device", "preset", "steps", "batch", "size", "lr",
-                "weight_decay", "clip", "warmup", "schedule", "decay_every", "decay", "seed", "ckpt_every", "init",
-                "init_aliked", "threads", "max_minutes")
+_TRAIN_FLAGS = ("dataset", "root", "index", "index_list", "min_overlap", "pairs_per_scene", "device", "preset",
+                "steps", "batch", "size", "lr", "weight_decay", "clip", "warmup", "schedule", "decay_every", "decay",
+                "seed", "ckpt_every", "init", "init_aliked", "threads", "max_minutes")
 
 
 def train_config_from_args(a: argparse.Namespace):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -56,10 +57,11 @@ def resize_pad(img: np.ndarray, depth: np.ndarray | None, K: np.ndarray, long_si
 
 class DepthPairs(torch.utils.data.Dataset):
     """Pairs of :class:`PairInfo` under ``root`` (with depth paths), resized to ``long_side`` and padded to a
-    square of ``pad_to`` (or to a multiple of 32). Items: ``image0/1`` ``(1, H, W)``, ``depth0/1`` ``(H, W)``,
-    ``K0/1``, ``T_0to1``."""
+    square of ``pad_to`` (or to a multiple of 32): a list, or a sequence that makes them on access
+    (:class:`~imamatch.data.scannet_train.ScanNetTrainPairs`). Items: ``image0/1`` ``(1, H, W)``, ``depth0/1``
+    ``(H, W)``, ``K0/1``, ``T_0to1``."""
 
-    def __init__(self, root: str | Path, pairs: list[PairInfo], long_side: int = 832, pad_to: int | None = 832,
+    def __init__(self, root: str | Path, pairs: Sequence[PairInfo], long_side: int = 832, pad_to: int | None = 832,
                  depth_root: str | Path | None = None) -> None:
         self.root = Path(root)
         self.depth_root = Path(depth_root) if depth_root else self.root

@@ -31,8 +31,11 @@ from .supervision import Transfer, coarse_truth, depth_transfer, homography_tran
 @dataclass
 class TrainConfig:
     """Everything a training run needs. ``dataset``: "synthetic" (``folders`` of photos), "megadepth" or
-    "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names for MegaDepth), or
-    "posed" (``root`` with a ``transforms.json`` or a COLMAP model; epipolar supervision, no depth needed).
+    "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names: MegaDepth's,
+    default ``train_list.txt``; for ScanNet optional), or "posed" (``root`` with a ``transforms.json`` or a COLMAP
+    model; epipolar supervision, no depth needed). ScanNet's ``index`` is a folder with ``test.npz`` (fixed pairs)
+    or LoFTR's per-scene training index, of which each epoch draws ``pairs_per_scene`` pairs per scene (0: all)
+    with an overlap score above ``min_overlap`` (:mod:`imamatch.data.scannet_train`).
 
     Learning rate: linear warm-up over ``warmup`` steps, then ``schedule`` "cosine" (down to 0.1·lr at
     ``steps``) or "step" (× ``decay`` every ``decay_every`` steps after the warm-up, like a MultiStepLR with
@@ -43,7 +46,9 @@ class TrainConfig:
     dataset: str = "synthetic"
     root: str | None = None
     index: str | None = None
-    index_list: str = "train_list.txt"
+    index_list: str | None = None    # MegaDepth default: train_list.txt; ScanNet: every scene*.npz in index
+    min_overlap: float = 0.4         # ScanNet training index: pairs with a larger overlap score
+    pairs_per_scene: int = 200       # ScanNet training index: pairs drawn per scene and epoch (0: all)
     device: str | None = None        # default: cuda when available
     amp: bool = True                 # bfloat16 autocast on GPU
     preset: str = "fast"
@@ -76,6 +81,9 @@ class TrainConfig:
                              f"and {self.decay}")
         if self.warmup < 0 or self.steps < 0 or self.batch < 1 or self.size < 32:
             raise ValueError("warmup and steps must be >= 0, batch >= 1, size >= 32")
+        if not 0 <= self.min_overlap < 1 or self.pairs_per_scene < 0:
+            raise ValueError(f"need 0 <= min_overlap < 1 and pairs_per_scene >= 0, got {self.min_overlap} and "
+                             f"{self.pairs_per_scene}")
 
 
 def load_aliked_backbone(net: IMAMatchNet, path: str | Path) -> None:
@@ -177,7 +185,8 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
         return
     from ..data.depth_pairs import DepthPairs
     from ..data.posed import PosedPairs
-    from ..data.standard import megadepth_pairs, scannet_pairs, scannet_scene_root
+    from ..data.scannet_train import ScanNetTrainPairs, scannet_training_pairs
+    from ..data.standard import megadepth_pairs
 
     if cfg.dataset == "posed":
         if not cfg.root:
@@ -186,12 +195,17 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
     else:
         if not cfg.root or not cfg.index:
             raise DataError(f"dataset {cfg.dataset!r} needs --root and --index")
-        mega = cfg.dataset == "megadepth"
-        pairs = megadepth_pairs(cfg.index, cfg.index_list) if mega else scannet_pairs(cfg.index)
-        root = cfg.root if mega else scannet_scene_root(cfg.root, pairs)
-        data = DepthPairs(root, pairs, long_side=cfg.size, pad_to=cfg.size if mega else None)
+        if cfg.dataset == "megadepth":
+            data = DepthPairs(cfg.root, megadepth_pairs(cfg.index, cfg.index_list or "train_list.txt"),
+                              long_side=cfg.size, pad_to=cfg.size)
+        else:
+            root, pairs = scannet_training_pairs(cfg.index, cfg.root, cfg.index_list, cfg.min_overlap,
+                                                 cfg.pairs_per_scene, cfg.seed)
+            data = DepthPairs(root, pairs, long_side=cfg.size, pad_to=None)
     epoch = step * cfg.batch * world // max(1, len(data))
     while True:
+        if isinstance(data, DepthPairs) and isinstance(data.pairs, ScanNetTrainPairs):
+            data.pairs.set_epoch(epoch)  # before the loader's workers copy the dataset
         sampler = torch.utils.data.distributed.DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
         yield from torch.utils.data.DataLoader(data, batch_size=cfg.batch, sampler=sampler, num_workers=2)
