@@ -19,6 +19,16 @@ _M_MMAP_MAX = -4
 _done: bool | None = None
 
 
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to serve large blocks from its heap and not return freed memory to the OS.
 
@@ -31,14 +41,20 @@ def keep_freed_memory() -> bool:
     _done = False
     if os.environ.get("IMAMATCH_MALLOC", "").lower() == "system":
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _done
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that glibc keeps for reuse back to the OS (``malloc_trim``), e.g. before measuring another
+    program's memory in the same process. Returns whether anything could be released (False off glibc)."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))

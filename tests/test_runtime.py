@@ -29,3 +29,21 @@ def test_applied_on_glibc_and_idempotent():
 
 def test_opt_out_by_environment():
     assert _run({"IMAMATCH_MALLOC": "system"}) == "False"
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc only")
+def test_kept_memory_is_handed_back_on_request():
+    code = """
+import torch
+from imamatch.runtime import keep_freed_memory, release_freed_memory
+from imamatch.eval.suite import _rss_kib
+assert keep_freed_memory()
+x = torch.ones(100_000_000)  # 400 MB from the heap
+del x
+kept = _rss_kib()
+release_freed_memory()
+print(kept - _rss_kib())
+"""
+    freed_kib = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                   env={**os.environ, "IMAMATCH_MALLOC": ""}).stdout.strip())
+    assert freed_kib > 300_000, freed_kib
