@@ -160,7 +160,7 @@ class IMAMatchNet(nn.Module):
         keep = fr.consistent if self.conf.consistency_check else torch.ones_like(fr.consistent)
         kp0 = q.query0 * 2 + 0.5  # half-res → input pixels
         kp1 = fr.match1 * 2 + 0.5
-        num_polished = torch.tensor(0)
+        num_consistent, num_polished = keep.sum(), torch.tensor(0)
         if self.conf.subpixel:
             c = self.conf
             bk, k0, k1 = q.b[keep], kp0[keep], kp1[keep]
@@ -170,13 +170,14 @@ class IMAMatchNet(nn.Module):
             kp1 = kp1.clone()
             kp1[keep] = pol.keypoints1
             num_polished = pol.moved.sum()
+            polished = keep.nonzero()[:, 0]
             keep = keep.clone()
-            keep[keep.clone()] = pol.ncc >= c.subpixel_min_ncc
+            keep[polished] = pol.ncc >= c.subpixel_min_ncc  # patches that do not correlate are dropped
         return {
             "keypoints0": kp0[keep], "keypoints1": kp1[keep],
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
             "batch": q.b[keep], "densified": q.densified[keep],
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
             "num_densified": torch.tensor(torch.unique(q.parent[q.densified]).numel()),
-            "num_consistent": keep.sum(), "num_polished": num_polished,
+            "num_consistent": num_consistent, "num_polished": num_polished,
         }
