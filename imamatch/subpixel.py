@@ -96,7 +96,7 @@ def _sample_points(fmap: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> to
 
 
 def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, kp0: torch.Tensor,
-                   kp1: torch.Tensor, radius: int = 3, iters: int = 5, max_shift: float = 1.5,
+                   kp1: torch.Tensor, radius: int = 3, iters: int = 4, max_shift: float = 3.0,
                    min_std: float = 0.01, affine: torch.Tensor | None = None) -> Polished:
     """Polish matches ``kp0`` ↔ ``kp1`` ``(N, 2)`` (input px) of batch items ``b`` ``(N,)`` in images
     ``(B, 1, H, W)`` in [0, 1], with ``(2·radius+1)²`` patches and ``iters`` Gauss–Newton steps (each at most
@@ -128,6 +128,7 @@ def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, 
     start = kp1
     pos = kp1
     p1, grad, ncc0 = correlate(pos)
+    ncc = ncc0
     eye = torch.eye(2, dtype=kp1.dtype, device=kp1.device)
     for _ in range(iters):
         res = p1 - p0                                                          # N, S²
@@ -136,8 +137,7 @@ def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, 
         damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-6)
         step = -torch.linalg.solve(hess + damp[:, None, None] * eye, rhs)
         pos = pos + step.clamp(-1.0, 1.0)
-        p1, grad, _ = correlate(pos)
-    ncc = (p1 * p0).mean(dim=1)
+        p1, grad, ncc = correlate(pos)
     ok = (ncc > ncc0) & ((pos - start).norm(dim=-1) <= max_shift) & (sd0[:, 0] > min_std)
     ok = ok & torch.isfinite(pos).all(-1)
     out = torch.where(ok[:, None], pos, start)
