@@ -61,7 +61,7 @@ def imamatch_method(matcher: IMAMatch):
     return run
 
 
-def evaluate(name: str, method, data: Path) -> dict[str, float]:
+def evaluate(name: str, method, data: Path, trials: int) -> dict[str, float]:
     timer = Timer()
     res: dict[str, float] = {}
     method(np.random.default_rng(0).random((480, 640), dtype=np.float32),
@@ -72,9 +72,9 @@ def evaluate(name: str, method, data: Path) -> dict[str, float]:
     release_freed_memory()
     with PeakRSS() as mem:
         method(*graf)
-    res.update(eval_graffiti(method, data, timer))
+    res.update(eval_graffiti(method, data, timer, trials=trials))
     res.update(eval_stereo(method, data, timer))
-    res.update(eval_posed(method, data / "fox", timer))
+    res.update(eval_posed(method, data / "fox", timer, trials=trials))
     res["s_per_pair"] = float(np.mean(timer.times))
     res["peak_mib"] = mem.peak_mib
     print(f"{name}: " + ", ".join(f"{k}={v:.3g}" for k, v in res.items() if not k.startswith("graf_1to")),
@@ -116,6 +116,8 @@ def main() -> None:
     ap.add_argument("--ablations", action="store_true",
                     help="also run imamatch without densification / consistency check / sub-pixel polish")
     ap.add_argument("--peers", action="store_true", help="also run ALIKED/DISK+LightGlue, XFeat, XFeat* (see peers.py)")
+    ap.add_argument("--trials", type=int, default=5,
+                    help="RANSAC runs per pair (shuffled match orders) pooled into the pose and homography AUCs")
     ap.add_argument("--only", help="comma-separated method names to run (default: all selected)")
     a = ap.parse_args()
     data = Path(a.data)
@@ -134,6 +136,10 @@ def main() -> None:
         methods["imamatch, no consistency check"] = imamatch_method(make(consistency_check=False))
         methods["imamatch, no sub-pixel polish"] = imamatch_method(make(subpixel=False))
         methods["imamatch, polish without local affine"] = imamatch_method(make(subpixel_affine=False))
+        methods["imamatch, no neighbourhood check"] = imamatch_method(make(neighbour_max_residual=None))
+        methods["imamatch, keeps unpolished matches"] = imamatch_method(make(subpixel_keep_unmoved=True))
+        methods["imamatch, neither (round-3 default)"] = imamatch_method(
+            make(neighbour_max_residual=None, subpixel_keep_unmoved=True))
     if a.peers:
         from peers import peer_methods
 
@@ -146,11 +152,11 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     for name, m in methods.items():
         try:
-            results[name] = evaluate(name, m, data)
+            results[name] = evaluate(name, m, data, a.trials)
         except Exception as e:  # a peer that breaks must not lose the other rows
             print(f"{name} failed: {type(e).__name__}: {e}", file=sys.stderr)
             continue
-        md = (f"Shared-data benchmark (long side {LONG_SIDE}, {a.threads} threads, "
+        md = (f"Shared-data benchmark (long side {LONG_SIDE}, {a.threads} threads, {a.trials} RANSAC runs per pair, "
               f"torch {torch.__version__}, OpenCV {cv2.__version__}).\n\n{table(results)}\n")
         out.write_text(md)  # after every method, so a crash keeps the rows done
         out.with_suffix(".json").write_text(json.dumps(results, indent=2))

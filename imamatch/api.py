@@ -76,7 +76,8 @@ class IMAMatch:
         pixels, ``confidence`` ``(N,)`` (coarse dual-softmax), ``fine_prob`` ``(N,)`` (classification peak),
         ``densified`` ``(N,)`` bool (from the increased-matching-amount step), and the scalars
         ``num_coarse``, ``num_densified`` (coarse matches expanded), ``num_rejected`` (by the consistency check)
-        and ``num_polished`` (moved by the photometric sub-pixel polish).
+        ``num_polished`` (moved by the photometric sub-pixel polish) and ``num_disagreeing`` (dropped by the
+        neighbourhood-agreement filter, :mod:`imamatch.neighbourhood`).
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
@@ -108,6 +109,7 @@ class IMAMatch:
             "num_densified": np.int64(out["num_densified"]),
             "num_rejected": np.int64(out["num_fine"] - out["num_consistent"]),
             "num_polished": np.int64(out["num_polished"]),
+            "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
         if K0 is not None:
             pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,

@@ -101,6 +101,9 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="coarse confidence threshold")
     p.add_argument("--densify", choices=["none", "band", "all"], default=None)
     p.add_argument("--no-check", action="store_true", help="disable the regression/classification consistency check")
+    p.add_argument("--max-residual", type=float, default=None,
+                   help="neighbourhood-agreement filter: drop matches farther than this (px at the working size) "
+                        "from their neighbours' affine map (default 1.0; 0: off)")
 
 
 def _matcher(a: argparse.Namespace):
@@ -113,6 +116,8 @@ def _matcher(a: argparse.Namespace):
         over["densify"] = a.densify
     if a.no_check:
         over["consistency_check"] = False
+    if a.max_residual is not None:
+        over["neighbour_max_residual"] = a.max_residual or None
     if a.weights:
         return IMAMatch(weights=a.weights, **over)
     return IMAMatch.from_pretrained(**over)
@@ -139,7 +144,8 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
     n = len(res["keypoints0"])
     print(f"{n} matches ({int(res['densified'].sum())} from densified cells, {int(res['num_densified'])} of "
           f"{int(res['num_coarse'])} coarse matches densified, {int(res['num_rejected'])} rejected by the "
-          f"consistency check, {int(res['num_polished'])} moved by the sub-pixel polish) in {dt:.2f} s")
+          f"consistency check, {int(res['num_polished'])} moved by the sub-pixel polish, "
+          f"{int(res['num_disagreeing'])} dropped by the neighbourhood check) in {dt:.2f} s")
     print(f"picture: {Path(out).resolve()}")
     if save:
         print(f"matches: {Path(save).resolve()}")

@@ -18,7 +18,8 @@ from .coarse import CoarseMatches, drop_border, dual_softmax, mutual_matches, se
 from .config import MatcherConfig
 from .densify import FineQueries, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
-from .subpixel import local_affine, polish_matches
+from .neighbourhood import local_affine, neighbourhood_residual
+from .subpixel import polish_matches
 
 
 @dataclass
@@ -146,13 +147,50 @@ class IMAMatchNet(nn.Module):
     def refine(self, enc: Encoded, q: FineQueries) -> FineResult:
         return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1, q.parent)
 
+    def polish(self, image0: torch.Tensor, image1: torch.Tensor, enc: Encoded, b: torch.Tensor, kp0: torch.Tensor,
+               kp1: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Photometric sub-pixel polish (:mod:`imamatch.subpixel`) of the kept matches ``kp0`` ↔ ``kp1``
+        ``(N, 2)`` (input px). Returns the polished ``kp1``, ``keep`` without matches whose patches do not
+        correlate (and, unless ``subpixel_keep_unmoved``, those the polish could not confirm), and the number
+        moved."""
+        c = self.conf
+        if not c.subpixel:
+            return kp1, keep, torch.tensor(0)
+        idx = keep.nonzero()[:, 0]
+        bk, k0, k1 = b[idx], kp0[idx], kp1[idx]
+        affine = local_affine(bk, k0, k1, image0.shape[0], enc.grid0) if c.subpixel_affine else None
+        pol = polish_matches(image0, image1, bk, k0, k1, c.subpixel_radius, c.subpixel_iters, c.subpixel_max_shift,
+                             affine=affine)
+        kp1, keep = kp1.clone(), keep.clone()
+        kp1[idx] = pol.keypoints1
+        keep[idx] = (pol.ncc >= c.subpixel_min_ncc) & (pol.moved | c.subpixel_keep_unmoved)
+        return kp1, keep, pol.moved.sum()
+
+    def agree(self, enc: Encoded, b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, keep: torch.Tensor,
+              batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Neighbourhood-agreement filter (:mod:`imamatch.neighbourhood`): ``keep`` without the kept matches
+        farther than ``neighbour_max_residual`` px from their neighbours' affine map or too isolated to judge;
+        also returns how many were dropped."""
+        c = self.conf
+        if c.neighbour_max_residual is None:
+            return keep, torch.tensor(0)
+        idx = keep.nonzero()[:, 0]
+        per_cell = c.densify_points if c.densify != "none" else 1  # siblings of one coarse match are no evidence
+        res = neighbourhood_residual(b[idx], kp0[idx], kp1[idx], batch, enc.grid0, reach=tuple(c.neighbour_reach),
+                                     min_points=max(4, round(1.5 * per_cell)))
+        agree = res <= c.neighbour_max_residual  # NaN (isolated) is not
+        keep = keep.clone()
+        keep[idx] = agree
+        return keep, (~agree).sum()
+
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
     def match(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
               valid1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
-        fine queries, queries passing the consistency check, matches moved by the sub-pixel polish."""
+        fine queries, queries passing the consistency check, matches moved by the sub-pixel polish, matches
+        dropped by the neighbourhood-agreement filter."""
         enc = self.encode(image0, image1, valid0, valid1, assignment=False)
         matches = self.coarse_matches(enc)
         q = self.queries(enc, matches)
@@ -160,19 +198,9 @@ class IMAMatchNet(nn.Module):
         keep = fr.consistent if self.conf.consistency_check else torch.ones_like(fr.consistent)
         kp0 = q.query0 * 2 + 0.5  # half-res → input pixels
         kp1 = fr.match1 * 2 + 0.5
-        num_consistent, num_polished = keep.sum(), torch.tensor(0)
-        if self.conf.subpixel:
-            c = self.conf
-            bk, k0, k1 = q.b[keep], kp0[keep], kp1[keep]
-            affine = local_affine(bk, k0, k1, image0.shape[0], enc.grid0) if c.subpixel_affine else None
-            pol = polish_matches(image0, image1, bk, k0, k1, c.subpixel_radius, c.subpixel_iters,
-                                 c.subpixel_max_shift, affine=affine)
-            kp1 = kp1.clone()
-            kp1[keep] = pol.keypoints1
-            num_polished = pol.moved.sum()
-            polished = keep.nonzero()[:, 0]
-            keep = keep.clone()
-            keep[polished] = pol.ncc >= c.subpixel_min_ncc  # patches that do not correlate are dropped
+        num_consistent = keep.sum()
+        kp1, keep, num_polished = self.polish(image0, image1, enc, q.b, kp0, kp1, keep)
+        keep, num_disagreeing = self.agree(enc, q.b, kp0, kp1, keep, image0.shape[0])
         return {
             "keypoints0": kp0[keep], "keypoints1": kp1[keep],
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
@@ -180,4 +208,5 @@ class IMAMatchNet(nn.Module):
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
             "num_densified": torch.tensor(torch.unique(q.parent[q.densified]).numel()),
             "num_consistent": num_consistent, "num_polished": num_polished,
+            "num_disagreeing": num_disagreeing,
         }

@@ -42,42 +42,6 @@ def image_gradients(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([gx, gy], dim=1)
 
 
-def local_affine(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batch: int, grid: tuple[int, int],
-                 cell: int = 8, reach: int = 2, min_points: int = 8) -> torch.Tensor:
-    """Least-squares affine map of each match's neighbourhood: the linear part ``(N, 2, 2)`` of
-    ``kp1 ≈ A·kp0 + t`` fitted to all matches whose ``cell``-px cell in image 0 lies within ``reach`` cells
-    (a box filter over per-cell moments on a ``grid`` = (h, w) of cells). Identity where fewer than
-    ``min_points`` matches or an implausible fit (singular values outside [1/4, 4])."""
-    n = kp0.shape[0]
-    eye = torch.eye(2, dtype=kp0.dtype, device=kp0.device).expand(n, 2, 2)
-    if n == 0:
-        return eye.clone()
-    h, w = grid
-    cx = (kp0[:, 0] / cell).floor().long().clamp(0, w - 1)
-    cy = (kp0[:, 1] / cell).floor().long().clamp(0, h - 1)
-    flat = (b.long() * h + cy) * w + cx
-    x, y = kp0[:, 0].double(), kp0[:, 1].double()
-    u, v = kp1[:, 0].double(), kp1[:, 1].double()
-    one = torch.ones_like(x)
-    terms = torch.stack([one, x, y, x * x, x * y, y * y, u, v, x * u, y * u, x * v, y * v], -1)   # N, 12
-    moments = terms.new_zeros(batch * h * w, 12).index_add_(0, flat, terms)
-    moments = moments.view(batch, h, w, 12).permute(0, 3, 1, 2)
-    k = 2 * reach + 1
-    moments = F.avg_pool2d(moments, k, stride=1, padding=reach, count_include_pad=True) * k * k
-    m = moments.permute(0, 2, 3, 1).reshape(-1, 12)[flat]                                          # N, 12
-    s1, sx, sy, sxx, sxy, syy, su, sv, sxu, syu, sxv, syv = m.unbind(-1)
-    normal = torch.stack([torch.stack([sxx, sxy, sx], -1), torch.stack([sxy, syy, sy], -1),
-                          torch.stack([sx, sy, s1], -1)], -2)                                      # N, 3, 3
-    rhs = torch.stack([torch.stack([sxu, syu, su], -1), torch.stack([sxv, syv, sv], -1)], -1)      # N, 3, 2
-    enough = s1 >= min_points
-    normal = torch.where(enough[:, None, None], normal, torch.eye(3, dtype=normal.dtype, device=normal.device))
-    sol = torch.linalg.solve(normal + 1e-9 * torch.eye(3, dtype=normal.dtype, device=normal.device), rhs)
-    a = sol[:, :2, :].transpose(1, 2).to(kp0.dtype)                                                # N, 2, 2
-    sv = torch.linalg.svdvals(a)
-    ok = enough & torch.isfinite(sv).all(-1) & (sv[:, 0] <= 4) & (sv[:, 1] >= 0.25)
-    return torch.where(ok[:, None, None], a, eye)
-
-
 def _sample_points(fmap: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of ``fmap`` ``(B, C, H, W)`` at ``pts`` ``(N, K, 2)`` (px, zeros outside) → ``(N, K, C)``."""
     h, w = fmap.shape[-2:]

@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from imamatch.subpixel import local_affine, polish_matches
+from imamatch.neighbourhood import local_affine
+from imamatch.subpixel import polish_matches
 
 H, W = 96, 128
 
