@@ -47,7 +47,7 @@ class DWBlock(nn.Module):
                                   nn.Conv2d(dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        return self.body(x).add_(x)  # in place on the conv output (not needed by autograd): no new 1/2-res buffer
 
 
 class TopDown(nn.Module):
@@ -73,7 +73,7 @@ class TopDown(nn.Module):
             if s == 2:
                 skip = torch.cat([skip, self.pixel_stem(F.pixel_unshuffle(image, 2))], dim=1)
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = x + self.lateral[str(s)](skip)
+            x = self.lateral[str(s)](skip).add_(x)
             x = self.smooth[str(s)](x)
         return self.blocks(x)
 

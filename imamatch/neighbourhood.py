@@ -27,6 +27,15 @@ class LocalAffine:
     ok: torch.Tensor
 
 
+def svdvals2x2(m: torch.Tensor) -> torch.Tensor:
+    """Singular values ``(N, 2)``, largest first, of 2×2 matrices ``(N, 2, 2)`` in closed form (a batched SVD
+    costs ~20× more here): σ² = (‖M‖²_F ± √(‖M‖⁴_F − 4·det²)) / 2."""
+    fro = m.square().sum((-1, -2))
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    root = (fro.square() - 4 * det.square()).clamp_min(0).sqrt()
+    return torch.stack([((fro + root) / 2).sqrt(), ((fro - root) / 2).clamp_min(0).sqrt()], -1)
+
+
 def fit_local_affine(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batch: int, grid: tuple[int, int],
                      cell: int = 8, reach: int = 2, min_points: int = 8, leave_one_out: bool = False,
                      weight: torch.Tensor | None = None) -> LocalAffine:
@@ -69,7 +78,7 @@ def fit_local_affine(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batc
     lin = torch.linalg.solve(cov, cross).transpose(1, 2)                                     # N, 2, 2: u,v ← x,y
     trans = torch.stack([mu, mv], -1) - (lin @ torch.stack([mx, my], -1)[..., None])[..., 0]
     A = torch.cat([lin, trans[..., None]], -1)
-    sval = torch.linalg.svdvals(lin)
+    sval = svdvals2x2(lin)
     ok = enough & torch.isfinite(A).all((-1, -2)) & (sval[:, 0] <= 4) & (sval[:, 1] >= 0.25)
     return LocalAffine(A.to(kp0.dtype), s1.to(kp0.dtype), ok)
 

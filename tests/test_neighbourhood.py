@@ -10,7 +10,7 @@ from skimage import data
 
 from imamatch import IMAMatch
 from imamatch.eval.suite import stereo_errors
-from imamatch.neighbourhood import fit_local_affine, local_affine, neighbourhood_residual
+from imamatch.neighbourhood import fit_local_affine, local_affine, neighbourhood_residual, svdvals2x2
 
 
 def _grid(h: int, w: int, step: float, offset: float = 0.0) -> torch.Tensor:
@@ -76,6 +76,13 @@ def test_isolated_matches_are_undetermined_and_sparse_ones_use_a_wider_reach():
     assert not wide[interior].isnan().any() and wide[interior].max() < 0.5
     lone = neighbourhood_residual(b[:1], k0[:1], k1[:1], batch=1, grid=(32, 32))
     assert lone.isnan().all()
+
+
+def test_closed_form_singular_values_match_the_svd():
+    m = torch.randn(1000, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    m[0] = torch.tensor([[2.0, 4.0], [1.0, 2.0]])  # singular
+    m[1] = torch.eye(2) * 3
+    assert torch.allclose(svdvals2x2(m), torch.linalg.svdvals(m), atol=1e-6)
 
 
 def test_no_matches():
