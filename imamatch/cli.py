@@ -18,10 +18,11 @@ from .errors import ImamatchError
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .train.presets import DATASETS, SCHEDULES, TRAIN_CONFIGS
 
-    p = sub.add_parser("train", help="train on synthetic homography pairs, MegaDepth, ScanNet or posed photos",
+    p = sub.add_parser("train", help="train on synthetic homography pairs or 3D scenes, MegaDepth, ScanNet or posed "
+                       "photos",
                        description="Settings come from --config NAME (without one: TrainConfig's defaults, the "
                        "synthetic settings); every flag given on the command line overrides them.")
-    p.add_argument("folders", nargs="*", help="synthetic: folders of photos (searched recursively)")
+    p.add_argument("folders", nargs="*", help="synthetic/scenes/mixed: folders of photos (searched recursively)")
     p.add_argument("--config", choices=list(TRAIN_CONFIGS),
                    help="named training settings (imamatch/train/presets.py); the flags below override them")
     p.add_argument("--dataset", choices=DATASETS)
@@ -85,11 +86,12 @@ def train_config_from_args(a: argparse.Namespace):
 
 def _run_train(a: argparse.Namespace) -> int:
     from .errors import DataError
+    from .train.presets import PHOTO_DATASETS
     from .train.trainer import train
 
     cfg = train_config_from_args(a)
-    if cfg.dataset == "synthetic" and not cfg.folders:
-        raise DataError("synthetic training needs photo folders (or --bundled)")
+    if cfg.dataset in PHOTO_DATASETS and not cfg.folders:
+        raise DataError(f"{cfg.dataset} training needs photo folders (or --bundled)")
     path = train(cfg)
     print(f"weights: {path}")
     return 0

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .trainer import TrainConfig
 
-DATASETS = ("synthetic", "megadepth", "scannet", "posed")
+DATASETS = ("synthetic", "scenes", "mixed", "megadepth", "scannet", "posed")
+PHOTO_DATASETS = ("synthetic", "scenes", "mixed")  # made from folders of photos
 SCHEDULES = ("cosine", "step")
 
 TRAIN_CONFIGS: dict[str, dict[str, Any]] = {
     "synthetic": {"dataset": "synthetic"},
+    # 3D scenes (depth + pose supervision) and homography pairs in turn, from the same photos
+    "mixed": {"dataset": "mixed"},
     # 832 px padded square; 30 epochs; warm-up 3 epochs; halved every 4 epochs after it (release: epochs 8, 12, …)
     "megadepth": {"dataset": "megadepth", "size": 832, "batch": 2, "lr": 6e-3 / 64 * 4, "steps": 276_000,
                   "warmup": 27_600, "schedule": "step", "decay_every": 36_800, "decay": 0.5},

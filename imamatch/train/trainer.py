@@ -3,6 +3,7 @@ decay, gradient clipping, periodic atomic checkpoints, exact resume, progress ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from ..atomic import atomic_path
 from ..backbone import LocalFeatureBackbone
 from ..config import PRESETS, MatcherConfig
+from ..data.scenes import SceneConfig, ScenePairs
 from ..data.synthetic import SyntheticPairs, WarpConfig
 from ..errors import DataError
 from ..coarse import CoarseMatches, select_matches
@@ -24,13 +26,14 @@ from ..densify import make_queries
 from ..model import IMAMatchNet
 from ..weights import load_into, read_weights, save_weights
 from .losses import LossConfig, coarse_focal_loss, fine_losses
-from .presets import DATASETS, SCHEDULES
+from .presets import DATASETS, PHOTO_DATASETS, SCHEDULES
 from .supervision import Transfer, coarse_truth, depth_transfer, homography_transfer, inverse_homography_transfer
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs. ``dataset``: "synthetic" (``folders`` of photos), "megadepth" or
+    """Everything a training run needs. ``dataset``: "synthetic" (homography pairs from ``folders`` of photos),
+    "scenes" (3D scenes textured with them, :mod:`imamatch.data.scenes`), "mixed" (both in turn), "megadepth" or
     "scannet" (``root`` images/depths, ``index`` folder, ``index_list`` file of scene names: MegaDepth's,
     default ``train_list.txt``; for ScanNet optional), or "posed" (``root`` with a ``transforms.json`` or a COLMAP
     model; epipolar supervision, no depth needed). ScanNet's ``index`` is a folder with ``test.npz`` (fixed pairs)
@@ -179,10 +182,17 @@ class _Step(torch.nn.Module):
 
 def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches for this rank."""
-    if cfg.dataset == "synthetic":
-        data = SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=(cfg.seed * 7919 + step) * 64 + rank)
-        yield from torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=0)
-        return
+    if cfg.dataset in PHOTO_DATASETS:
+        # homography pairs, 3D scene pairs, or both in turn (by the global step, so a resume keeps the order)
+        seed = (cfg.seed * 7919 + step) * 64 + rank
+        kinds = []
+        if cfg.dataset != "scenes":
+            kinds.append(SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=seed))
+        if cfg.dataset != "synthetic":
+            kinds.append(ScenePairs(cfg.folders, SceneConfig(size=cfg.size), seed=seed))
+        streams = [iter(torch.utils.data.DataLoader(d, batch_size=cfg.batch, num_workers=0)) for d in kinds]
+        for k in itertools.count(step):
+            yield next(streams[k % len(streams)])
     from ..data.depth_pairs import DepthPairs
     from ..data.posed import PosedPairs
     from ..data.scannet_train import ScanNetTrainPairs, scannet_training_pairs
