@@ -235,12 +235,16 @@ def _add_match(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate on a standard benchmark or a folder")
-    p.add_argument("benchmark", choices=["megadepth1500", "scannet1500", "homography", "posed"])
-    p.add_argument("--root", required=True, help="dataset root (images), an HPatches-style or a posed folder")
+    p.add_argument("benchmark", choices=["megadepth1500", "scannet1500", "homography", "posed", "dev"])
+    p.add_argument("--root", required=True, help="dataset root (images), an HPatches-style or a posed folder; "
+                   "dev: a folder of photos to generate the pairs from")
     p.add_argument("--index", help="index folder (megadepth1500: the scene-info folder with "
                    "megadepth_test_1500.txt; scannet1500: the folder with test.npz and intrinsics.npz)")
     p.add_argument("--out", help="markdown table to write (default: eval-<benchmark>.md)")
     p.add_argument("--ba", action="store_true", help="refine poses with bundle adjustment")
+    p.add_argument("--kind", choices=["scenes", "homography"], default="scenes",
+                   help="dev: generated 3D scene pairs or homography pairs (imamatch.eval.dev)")
+    p.add_argument("--pairs", type=int, default=40, help="dev: how many pairs")
     _add_matcher_args(p)
     p.set_defaults(resize=None)
 
@@ -248,7 +252,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(a: argparse.Namespace) -> int:
     from .errors import DataError
 
-    defaults = {"megadepth1500": 1216, "scannet1500": 640, "homography": 640, "posed": 640}
+    defaults = {"megadepth1500": 1216, "scannet1500": 640, "homography": 640, "posed": 640, "dev": 320}
     if a.resize is None:
         a.resize = defaults[a.benchmark]
     root = Path(a.root)
@@ -272,6 +276,10 @@ def _run_eval(a: argparse.Namespace) -> int:
             root = scannet_scene_root(root, pairs)
         # epipolar threshold of the matching precision: 1e-4 outdoors, 5e-4 indoors (SuperGlue / LoFTR)
         res = evaluate_pose_pairs(match, root, pairs, 1e-4 if mega else 5e-4, refine=a.ba)
+    elif a.benchmark == "dev":
+        from .eval.dev import dev_pairs, eval_dev
+
+        res = eval_dev(match, dev_pairs([root], a.kind, a.pairs, size=a.resize))
     elif a.benchmark == "homography":
         from .eval.standard import evaluate_homography_folder
 
@@ -282,7 +290,8 @@ def _run_eval(a: argparse.Namespace) -> int:
         res = eval_posed(match, root, Timer(), refine=a.ba, prefix="pose")
         res = {k.removeprefix("pose_"): v for k, v in res.items()}
     table = ("| " + " | ".join(res) + " |\n" + "|---" * len(res) + "|\n| "
-             + " | ".join(f"{v * 100:.1f}" if k.startswith(("auc", "precision")) else f"{v:.0f}" for k, v in res.items())
+             + " | ".join(f"{v * 100:.1f}" if k.startswith(("auc", "precision", "within")) else f"{v:.0f}"
+                          for k, v in res.items())
              + " |\n")
     out = Path(a.out or f"eval-{a.benchmark}.md")
     with atomic_path(out) as tmp:
