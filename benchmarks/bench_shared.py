@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--peers", action="store_true", help="also run ALIKED/DISK+LightGlue, XFeat, XFeat* (see peers.py)")
     ap.add_argument("--trials", type=int, default=5,
                     help="RANSAC runs per pair (shuffled match orders) pooled into the pose and homography AUCs")
-    ap.add_argument("--only", help="comma-separated method names to run (default: all selected)")
+    ap.add_argument("--only", help="semicolon-separated method names to run (default: all selected)")
     a = ap.parse_args()
     data = Path(a.data)
     if not (data / "graf").is_dir():
@@ -145,7 +145,10 @@ def main() -> None:
 
         methods.update(peer_methods(LONG_SIDE))
     if a.only:
-        keep = {n.strip() for n in a.only.split(",")}
+        keep = {n.strip() for n in a.only.split(";")}
+        unknown = keep - set(methods)
+        if unknown:
+            sys.exit(f"unknown method(s) {sorted(unknown)}; available: {list(methods)}")
         methods = {k: v for k, v in methods.items() if k in keep}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
