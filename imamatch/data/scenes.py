@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from .synthetic import WarpConfig, find_images, load_gray, photometric
+from .synthetic import WarpConfig, load_photos, photometric, worker_rng
 
 
 @dataclass(frozen=True)
@@ -217,20 +217,18 @@ def make_scene_pair(rng: np.random.Generator, photos: Sequence[np.ndarray], cfg:
 
 
 class ScenePairs(torch.utils.data.IterableDataset):
-    """Endless stream of :func:`make_scene_pair` pairs textured with the photos in ``folders``; reproducible from
-    ``seed``. Items as :class:`~imamatch.data.depth_pairs.DepthPairs`: ``image0/1`` ``(1, S, S)`` float32,
+    """Endless stream of :func:`make_scene_pair` pairs textured with the photos in ``folders`` (or already loaded
+    ``photos``); reproducible from ``seed``. Items as :class:`~imamatch.data.depth_pairs.DepthPairs`: ``image0/1`` ``(1, S, S)`` float32,
     ``depth0/1`` ``(S, S)`` float32, ``K0/1`` ``(3, 3)`` and ``T_0to1`` ``(4, 4)`` float64."""
 
-    def __init__(self, folders: Sequence[str | Path], cfg: SceneConfig = SceneConfig(), seed: int = 0) -> None:
+    def __init__(self, folders: Sequence[str | Path], cfg: SceneConfig = SceneConfig(), seed: int = 0,
+                 photos: list[np.ndarray] | None = None) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
-        self.photos = [im for im in (load_gray(p) for p in find_images(folders)) if im is not None]
-        if not self.photos:
-            raise FileNotFoundError(f"no readable images of at least 128 px in {list(map(str, folders))}")
+        self.photos = photos if photos is not None else load_photos(folders)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
+        rng = worker_rng(self.seed)
         while True:
             p = make_scene_pair(rng, self.photos, self.cfg)
             yield {"image0": torch.from_numpy(p["image0"])[None], "image1": torch.from_numpy(p["image1"])[None],

@@ -103,23 +103,35 @@ def make_pair(rng: np.random.Generator, src: np.ndarray, cfg: WarpConfig) -> tup
     return img0, img1, H / H[2, 2]
 
 
+def load_photos(folders: Sequence[str | Path]) -> list[np.ndarray]:
+    """Every readable photo under ``folders`` (:func:`load_gray`); raises if there is none."""
+    photos = [im for im in (load_gray(p) for p in find_images(folders)) if im is not None]
+    if not photos:
+        raise FileNotFoundError(f"no readable images of at least 128 px in {list(map(str, folders))}")
+    return photos
+
+
+def worker_rng(seed: int) -> np.random.Generator:
+    """A generator for this DataLoader worker (or the main process), reproducible from ``seed``."""
+    info = torch.utils.data.get_worker_info()
+    return np.random.default_rng([seed, 0 if info is None else info.id])
+
+
 class SyntheticPairs(torch.utils.data.IterableDataset):
-    """Endless stream of homography pairs from the photos in ``folders``; reproducible from ``seed``.
+    """Endless stream of homography pairs from the photos in ``folders`` (or already loaded ``photos``);
+    reproducible from ``seed``.
 
     Yields dicts with ``image0``/``image1`` ``(1, S, S)`` float32 and ``H`` ``(3, 3)`` float64.
     """
 
-    def __init__(self, folders: Sequence[str | Path], cfg: WarpConfig = WarpConfig(), seed: int = 0) -> None:
+    def __init__(self, folders: Sequence[str | Path], cfg: WarpConfig = WarpConfig(), seed: int = 0,
+                 photos: list[np.ndarray] | None = None) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
-        images = [load_gray(p) for p in find_images(folders)]
-        self.images = [im for im in images if im is not None]
-        if not self.images:
-            raise FileNotFoundError(f"no readable images of at least 128 px in {list(map(str, folders))}")
+        self.images = photos if photos is not None else load_photos(folders)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
+        rng = worker_rng(self.seed)
         while True:
             src = self.images[rng.integers(len(self.images))]
             img0, img1, H = make_pair(rng, src, self.cfg)

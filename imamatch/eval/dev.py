@@ -18,20 +18,13 @@ import torch
 from tqdm import tqdm
 
 from ..data.scenes import SceneConfig, make_scene_pair
-from ..data.synthetic import WarpConfig, find_images, load_gray, make_pair
+from ..data.synthetic import WarpConfig, load_photos, make_pair
 from ..pose import estimate_relative_pose
 from ..train.supervision import depth_transfer
 from .metrics import error_auc, pose_error_deg
 
 Method = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 DEV_SEED = 1_000_003
-
-
-def _photos(folders: Sequence[str | Path]) -> list[np.ndarray]:
-    photos = [im for im in (load_gray(p) for p in find_images(folders)) if im is not None]
-    if not photos:
-        raise FileNotFoundError(f"no readable images of at least 128 px in {list(map(str, folders))}")
-    return photos
 
 
 def scene_truth(pair: dict[str, np.ndarray], k0: np.ndarray) -> np.ndarray:
@@ -70,7 +63,7 @@ def dev_pairs(folders: Sequence[str | Path], kind: str = "scenes", pairs: int = 
     """``pairs`` pairs of ``kind`` "scenes" or "homography" (``size`` px square), the same for the same seed."""
     if kind not in ("scenes", "homography"):
         raise ValueError(f"kind must be 'scenes' or 'homography', not {kind!r}")
-    photos = _photos(folders)
+    photos = load_photos(folders)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(pairs):

@@ -19,7 +19,7 @@ from ..atomic import atomic_path
 from ..backbone import LocalFeatureBackbone
 from ..config import PRESETS, MatcherConfig
 from ..data.scenes import SceneConfig, ScenePairs
-from ..data.synthetic import SyntheticPairs, WarpConfig
+from ..data.synthetic import SyntheticPairs, WarpConfig, load_photos
 from ..errors import DataError
 from ..coarse import CoarseMatches, select_matches
 from ..densify import make_queries
@@ -185,11 +185,12 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
     if cfg.dataset in PHOTO_DATASETS:
         # homography pairs, 3D scene pairs, or both in turn (by the global step, so a resume keeps the order)
         seed = (cfg.seed * 7919 + step) * 64 + rank
+        photos = load_photos(cfg.folders)  # read once, shared by both kinds
         kinds = []
         if cfg.dataset != "scenes":
-            kinds.append(SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=seed))
+            kinds.append(SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=seed, photos=photos))
         if cfg.dataset != "synthetic":
-            kinds.append(ScenePairs(cfg.folders, SceneConfig(size=cfg.size), seed=seed))
+            kinds.append(ScenePairs(cfg.folders, SceneConfig(size=cfg.size), seed=seed, photos=photos))
         streams = [iter(torch.utils.data.DataLoader(d, batch_size=cfg.batch, num_workers=0)) for d in kinds]
         for k in itertools.count(step):
             yield next(streams[k % len(streams)])
