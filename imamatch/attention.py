@@ -140,20 +140,21 @@ class CoarseTransformer(nn.Module):
     def forward(self, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None = None,
                 m1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None."""
+        joint = self.training and f0.shape == f1.shape  # both images in one batch; inference: one at a time
         for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
-            if f0.shape == f1.shape:  # both images in one batch
+            if joint:
                 m = None if m0 is None else torch.cat([m0, m1])
                 f = torch.cat([f0, f1])
                 f0, f1 = self_layer(f, f, m).chunk(2)
             else:
                 f0, f1 = self_layer(f0, f0, m0), self_layer(f1, f1, m1)
-            f0, f1 = self._cross(cross_layer, f0, f1, m0, m1)
+            f0, f1 = self._cross(cross_layer, f0, f1, m0, m1, joint)
         return f0, f1
 
     @staticmethod
     def _cross(layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
-               m1: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if f0.shape == f1.shape:
+               m1: torch.Tensor | None, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if joint:
             m = None if m0 is None else torch.cat([m1, m0])
             out = layer(torch.cat([f0, f1]), torch.cat([f1, f0]), m)
             return out.chunk(2)

@@ -79,18 +79,33 @@ class LocalFeatureBackbone(nn.Module):
         self.proj = nn.ModuleList([nn.Conv2d(c, c4 // 4, 1, bias=False) for c in self.widths])
 
     def forward(self, image: torch.Tensor) -> BackboneOutput:
-        x1 = self.block1(image.expand(-1, 3, -1, -1))
-        x2 = self.block2(F.avg_pool2d(x1, 2))
+        x1 = self.pooled_block1(image)
+        x2 = self.block2(x1)
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
         # the full-resolution block is pooled to 1/2 before its projection (4× cheaper than ALIKED)
-        p1, p2, p3, p4 = (F.selu(p(x)) for p, x in zip(self.proj, (F.avg_pool2d(x1, 2), x2, x3, x4)))
+        p1, p2, p3, p4 = (F.selu(p(x)) for p, x in zip(self.proj, (x1, x2, x3, x4)))
         coarse = torch.cat([
             F.avg_pool2d(p1, 4), F.avg_pool2d(p2, 4), p3,
             F.interpolate(p4, size=p3.shape[-2:], mode="bilinear", align_corners=False),
         ], dim=1)
         fine = torch.cat([p1, p2], dim=1)
         return BackboneOutput(coarse, {2: fine})
+
+    def pooled_block1(self, image: torch.Tensor, strip: int = 128) -> torch.Tensor:
+        """``avg_pool2d(block1(image), 2)`` ``(B, 16, H/2, W/2)``. Without autograd, computed in horizontal
+        strips of ``strip`` rows (each read with the 2-row halo its two 3×3 convs need, so the result is the
+        same) and the full-resolution maps never exist whole."""
+        rgb = image.expand(-1, 3, -1, -1)
+        h = image.shape[-2]
+        if torch.is_grad_enabled() or h <= strip:
+            return F.avg_pool2d(self.block1(rgb), 2)
+        out = []
+        for r0 in range(0, h, strip):
+            r1 = min(h, r0 + strip)
+            lo, hi = max(0, r0 - 2), min(h, r1 + 2)
+            out.append(F.avg_pool2d(self.block1(rgb[:, :, lo:hi])[:, :, r0 - lo:r1 - lo], 2))
+        return torch.cat(out, dim=2)
 
     @staticmethod
     def aliked_key_map(key: str) -> str | None:

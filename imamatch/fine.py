@@ -11,30 +11,51 @@ from torch import nn
 
 
 
-def sample_windows(fmap: torch.Tensor, b: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class WindowSource:
+    """A map ``(B, C, H, W)`` zero-padded by ``pad`` and laid out channels-last as ``flat`` ``(B·Hp·Wp, C)``,
+    once, so that many window reads (:func:`sample_windows`) share one copy. Build with :meth:`of`."""
+
+    flat: torch.Tensor
+    batch: int
+    height: int
+    width: int
+    pad: int
+
+    @classmethod
+    def of(cls, fmap: torch.Tensor, pad: int) -> "WindowSource":
+        bsz, c, h, w = fmap.shape
+        flat = F.pad(fmap, (pad, pad, pad, pad)).permute(0, 2, 3, 1).reshape(-1, c)
+        return cls(flat, bsz, h, w, pad)
+
+
+def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: torch.Tensor,
+                   size: int) -> torch.Tensor:
     """Bilinearly sample ``size×size`` windows (unit spacing) around ``centres`` ``(N, 2)`` from
-    ``fmap`` ``(B, C, H, W)`` of batch items ``b`` ``(N,)``. Returns ``(N, size², C)`` (zeros outside).
+    ``fmap`` ``(B, C, H, W)`` (or its :class:`WindowSource`, padded by at least ``size + 1``) of batch items
+    ``b`` ``(N,)``. Returns ``(N, size², C)`` (zeros outside).
 
     A window at unit spacing is one integer ``(size+1)²`` patch blended with the same four bilinear
     weights everywhere, so this gathers contiguous channel vectors from a channels-last copy of the map
-    (several times faster than ``grid_sample`` on CPU). Windows reaching more than ``size+1`` pixels
-    beyond the map read it clamped to that zero border.
+    (several times faster than ``grid_sample`` on CPU). Windows reaching beyond the padding read it clamped
+    to that zero border.
     """
-    n = centres.shape[0]
-    bsz, c, h, w = fmap.shape
+    src = fmap if isinstance(fmap, WindowSource) else WindowSource.of(fmap, size + 1)
+    if src.pad < size + 1:
+        raise ValueError(f"a {size}×{size} window needs a source padded by ≥ {size + 1} (got {src.pad})")
+    n, c = centres.shape[0], src.flat.shape[1]
     if n == 0:
-        return fmap.new_zeros(0, size * size, c)
-    pad = size + 1
-    hp, wp = h + 2 * pad, w + 2 * pad
-    flat = F.pad(fmap, (pad, pad, pad, pad)).permute(0, 2, 3, 1).reshape(bsz * hp * wp, c)
+        return src.flat.new_zeros(0, size * size, c)
+    pad = src.pad
+    hp, wp = src.height + 2 * pad, src.width + 2 * pad
     corner = centres - (size - 1) / 2                                   # first window position, (x, y)
     base = torch.floor(corner)
-    frac = (corner - base).to(fmap.dtype)
+    frac = (corner - base).to(src.flat.dtype)
     ix = (base[:, 0].long() + pad).clamp(0, wp - size - 1)
     iy = (base[:, 1].long() + pad).clamp(0, hp - size - 1)
-    t = torch.arange(size + 1, device=fmap.device)
+    t = torch.arange(size + 1, device=centres.device)
     idx = (b.long() * (hp * wp) + iy * wp + ix)[:, None, None] + t[None, :, None] * wp + t[None, None, :]
-    rows = flat[idx.reshape(-1)].view(n, size + 1, (size + 1) * c)          # patch rows, channels-last
+    rows = src.flat[idx.reshape(-1)].view(n, size + 1, (size + 1) * c)      # patch rows, channels-last
     # blend along x (two contiguous runs of each row), then along y
     across = torch.lerp(rows[:, :, :size * c], rows[:, :, c:], frac[:, 0, None, None])    # N, size+1, size·C
     return torch.lerp(across[:, :-1], across[:, 1:], frac[:, 1, None, None]).reshape(n, size * size, c)
@@ -58,14 +79,15 @@ class FineStage(nn.Module):
         self.regress = nn.Sequential(nn.Linear(3 * dim + size * size, 2 * dim), nn.GELU(),
                                      nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 2))
 
-    def forward(self, f0: torch.Tensor, f1: torch.Tensor, b: torch.Tensor, query0: torch.Tensor,
-                ref1: torch.Tensor, group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns offset ``(N, 2)`` (half-res px, relative to ``ref1``) and heatmap ``(N, size²)``.
+    def forward(self, f0: torch.Tensor | WindowSource, f1: torch.Tensor | WindowSource, b: torch.Tensor,
+                query0: torch.Tensor, ref1: torch.Tensor,
+                group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine maps ``(B, C, H/2, W/2)`` (or their window sources). Returns offset ``(N, 2)`` (half-res px, relative to ``ref1``) and heatmap ``(N, size²)``.
 
         ``group`` ``(N,)`` (sorted, optional): queries with equal ids share one reference window (same
         ``b`` and ``ref1``, as the sub-points of a densified match do), which is then sampled once.
         """
-        n, dim = query0.shape[0], f0.shape[1]
+        n = query0.shape[0]
         q = sample_windows(f0, b, query0, 1)[:, 0]                               # N, C
         if group is None or n == 0:
             gidx, rank = torch.arange(n, device=q.device), torch.zeros(n, dtype=torch.long, device=q.device)
@@ -79,6 +101,7 @@ class FineStage(nn.Module):
         w1 = sample_windows(f1, b[starts], ref1[starts], self.size)              # M, S², C
         m = w1.shape[0]
         # query · key(w) = (query @ W_key) · w: project the query instead of every window position
+        dim = q.shape[1]
         qk = self.query(q) @ self.key.weight / dim ** 0.5                         # N, C
         slots = q.new_zeros(m, width, dim).index_put((gidx, rank), qk)
         logits = torch.bmm(slots, w1.transpose(1, 2))[gidx, rank]                # N, S²
@@ -146,18 +169,50 @@ class FineMatcher(nn.Module):
         return near & (prob >= self.min_prob), heat.max(dim=-1).values
 
     def forward(self, f0: torch.Tensor, f1: torch.Tensor, b: torch.Tensor, query0: torch.Tensor,
-                ref1: torch.Tensor, group: torch.Tensor | None = None) -> FineResult:
+                ref1: torch.Tensor, group: torch.Tensor | None = None, chunk: int | None = None) -> FineResult:
         """Fine features ``(B, C, H/2, W/2)``, queries ``(N, 2)`` in image 0 and reference centres ``(N, 2)`` in
-        image 1 (half-res px); ``group``: see :meth:`FineStage.forward`."""
-        off1, heat = self.stage1(f0, f1, b, query0, ref1, group)
+        image 1 (half-res px); ``group``: see :meth:`FineStage.forward`. ``chunk``: match at most about that
+        many queries at a time (whole groups; same result, bounded memory)."""
+        pad = max(self.stage1.size, self.stage2.size) + 1
+        s0, s1 = WindowSource.of(f0, pad), WindowSource.of(f1, pad)  # one padded copy for all stages and chunks
+        parts = [self._match(s0, s1, b[lo:hi], query0[lo:hi], ref1[lo:hi], None if group is None else group[lo:hi])
+                 for lo, hi in chunk_bounds(len(b), group, chunk)]
+        if len(parts) == 1:
+            return parts[0]
+        cat = lambda xs: torch.cat(list(xs))  # noqa: E731
+        return FineResult(cat(p.match1 for p in parts), cat(p.stage1 for p in parts), cat(p.offset1 for p in parts),
+                          cat(p.heat for p in parts), cat(p.consistent for p in parts),
+                          cat(p.peak_prob for p in parts),
+                          [cat(xs) for xs in zip(*(p.offsets2 for p in parts))],
+                          [cat(xs) for xs in zip(*(p.refs2 for p in parts))])
+
+    def _match(self, s0: WindowSource, s1: WindowSource, b: torch.Tensor, query0: torch.Tensor, ref1: torch.Tensor,
+               group: torch.Tensor | None) -> FineResult:
+        off1, heat = self.stage1(s0, s1, b, query0, ref1, group)
         consistent, peak_prob = self.consistency(off1.detach(), heat.detach())
         pos = ref1 + off1
         stage1 = pos
         offsets2, refs2 = [], []
         for _ in range(self.refine_iters):
             ref = pos.detach()
-            off2, _ = self.stage2(f0, f1, b, query0, ref)
+            off2, _ = self.stage2(s0, s1, b, query0, ref)
             offsets2.append(off2)
             refs2.append(ref)
             pos = ref + off2
         return FineResult(pos, stage1, off1, heat, consistent, peak_prob, offsets2, refs2)
+
+
+def chunk_bounds(n: int, group: torch.Tensor | None, chunk: int | None) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of about ``chunk`` items covering ``range(n)``, never splitting a run of equal
+    ``group`` ids (sorted ``(n,)``); one range when ``chunk`` is None or ≥ ``n``."""
+    if chunk is None or n <= chunk:
+        return [(0, n)]
+    targets = torch.arange(chunk, n, chunk)
+    if group is None:
+        cuts = targets.tolist()
+    else:
+        starts = (torch.nonzero(group[1:] != group[:-1])[:, 0] + 1).cpu()  # first index of each later run
+        at = torch.searchsorted(starts, targets)
+        cuts = starts[at[at < len(starts)]].unique().tolist()
+    edges = [0, *cuts, n]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]

@@ -22,6 +22,9 @@ from .neighbourhood import local_affine, neighbourhood_residual
 from .subpixel import polish_matches
 
 
+FINE_CHUNK = 4096  # queries matched at a time at inference (their windows, not the whole set, are in memory)
+
+
 @dataclass
 class Encoded:
     """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention; ``fine0/1``: ``(B, Cf, H/2, W/2)``;
@@ -65,17 +68,51 @@ class TopDown(nn.Module):
         self.smooth = nn.ModuleDict({str(s): DWBlock(out_dim) for s in skip_dims})
         self.blocks = nn.Sequential(*[DWBlock(out_dim) for _ in range(n_blocks)])
 
-    def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
-        """``coarse`` ``(B, C, H/8, W/8)``, ``skips`` by stride, ``image`` ``(B, 1, H, W)`` → ``(B, Cf, H/2, W/2)``."""
+    def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor], image: torch.Tensor,
+                strip: int = 64) -> torch.Tensor:
+        """``coarse`` ``(B, C, H/8, W/8)``, ``skips`` by stride, ``image`` ``(B, 1, H, W)`` → ``(B, Cf, H/2, W/2)``.
+        Without autograd the finest level is computed in horizontal strips of ``strip`` rows, each read with
+        the halo its 3×3 convs need (same result; its full-size intermediates never exist whole)."""
         x = self.top(coarse)
-        for s in self.strides:
-            skip = skips[s]
-            if s == 2:
-                skip = torch.cat([skip, self.pixel_stem(F.pixel_unshuffle(image, 2))], dim=1)
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = self.lateral[str(s)](skip).add_(x)
-            x = self.smooth[str(s)](x)
-        return self.blocks(x)
+        *outer, last = self.strides
+        for s in outer:
+            x = self.smooth[str(s)](self._merge(s, x, skips[s], image, 0, skips[s].shape[-2]))
+        skip = skips[last]
+        h = skip.shape[-2]
+        if torch.is_grad_enabled() or h <= strip:
+            return self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, 0, h)))
+        halo = (2 if last == 2 else 0) + 1 + len(self.blocks)  # pixel stem, smoothing and block 3×3 convs
+        out = []
+        for r0 in range(0, h, strip):
+            r1 = min(h, r0 + strip)
+            lo, hi = max(0, r0 - halo), min(h, r1 + halo)
+            y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi)))
+            out.append(y[:, :, r0 - lo:r1 - lo])
+        return torch.cat(out, dim=2)
+
+    def _merge(self, s: int, x: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` of level ``s``: ``x`` upsampled to the skip's size plus the lateral projection of the
+        skip (at stride 2 with the pixel stem's features)."""
+        size = (skip.shape[-2], skip.shape[-1])
+        skip = skip[:, :, lo:hi]
+        if s == 2:
+            skip = torch.cat([skip, self.pixel_stem(F.pixel_unshuffle(image[:, :, 2 * lo:2 * hi], 2))], dim=1)
+        return self.lateral[str(s)](skip).add_(upsample_rows(x, size, lo, hi))
+
+
+def upsample_rows(x: torch.Tensor, size: tuple[int, int], lo: int, hi: int) -> torch.Tensor:
+    """Rows ``lo:hi`` of ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` without the rest."""
+    h_in, h_out = x.shape[-2], size[0]
+    if lo == 0 and hi == h_out:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    src = ((torch.arange(lo, hi, dtype=torch.float64) + 0.5) * (h_in / h_out) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(h_in - 1)
+    i1 = (i0 + 1).clamp_max(h_in - 1)
+    w1 = (src - i0).to(x.dtype)[:, None]
+    first, last = int(i0[0]), int(i1[-1])
+    cols = F.interpolate(x[:, :, first:last + 1], size=(last + 1 - first, size[1]), mode="bilinear",
+                         align_corners=False)  # width only (unit row scale)
+    return cols[:, :, i0 - first] * (1 - w1) + cols[:, :, i1 - first] * w1
 
 
 class IMAMatchNet(nn.Module):
@@ -147,7 +184,8 @@ class IMAMatchNet(nn.Module):
         return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, self.conf.densify_points)
 
     def refine(self, enc: Encoded, q: FineQueries) -> FineResult:
-        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1, q.parent)
+        chunk = None if torch.is_grad_enabled() else FINE_CHUNK  # bounded memory at inference, same result
+        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1, q.parent, chunk=chunk)
 
     def polish(self, image0: torch.Tensor, image1: torch.Tensor, enc: Encoded, b: torch.Tensor, kp0: torch.Tensor,
                kp1: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -55,3 +55,18 @@ def test_transformer_starts_as_identity_and_handles_different_sizes():
     torch.nn.init.normal_(layer.merge.weight)
     out = layer(f0, f1, torch.ones(1, 4, 8, dtype=torch.bool))
     assert out.shape == f0.shape and torch.isfinite(out).all()
+
+
+def test_inference_runs_each_image_alone_with_the_joint_result():
+    torch.manual_seed(0)
+    t = CoarseTransformer(dim=16, heads=2, n_blocks=2, scales=(1, 2, 4), power=3.0, separable=True)
+    for p in t.parameters():  # leave the identity start
+        torch.nn.init.normal_(p, std=0.2)
+    f0, f1 = torch.randn(1, 16, 8, 12), torch.randn(1, 16, 8, 12)
+    m0, m1 = torch.rand(1, 8, 12) > 0.2, torch.ones(1, 8, 12, dtype=torch.bool)
+    with torch.no_grad():
+        joint = t.train()(f0, f1, m0, m1)   # training: both images in one batch
+        alone = t.eval()(f0, f1, m0, m1)    # inference: one image at a time
+    assert not torch.allclose(joint[0], f0)
+    for a, b in zip(joint, alone):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -2,7 +2,9 @@
 
 import torch
 
-from imamatch.fine import FineMatcher, heat_at, sample_windows, window_offsets
+import pytest
+
+from imamatch.fine import FineMatcher, WindowSource, chunk_bounds, heat_at, sample_windows, window_offsets
 
 
 def test_windows_sample_exact_positions():
@@ -63,3 +65,44 @@ def test_shared_reference_windows_give_the_same_result():
         single = fm(f0, f1, b, query0, refs)
     torch.testing.assert_close(shared.match1, single.match1)
     torch.testing.assert_close(shared.heat, single.heat)
+
+
+def test_chunk_bounds_cover_everything_and_keep_groups_whole():
+    group = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2, 3, 4, 4, 4, 4, 5])
+    for chunk in (1, 3, 4, 5, 100, None):
+        bounds = chunk_bounds(len(group), group, chunk)
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(group)
+        assert all(hi == lo2 for (_, hi), (lo2, _) in zip(bounds[:-1], bounds[1:]))
+        assert all(group[lo - 1] != group[lo] for lo, _ in bounds[1:])  # no group split across chunks
+    assert len(chunk_bounds(len(group), group, 4)) > 1
+    assert chunk_bounds(10, None, 4) == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_chunked_matching_equals_one_pass():
+    torch.manual_seed(0)
+    fm = FineMatcher(dim=8, size=7, bound=3.0, refine_size=3, refine_bound=1.5, refine_iters=2,
+                     radius=1.0, min_prob=0.0)
+    f0, f1 = torch.randn(2, 8, 20, 24), torch.randn(2, 8, 20, 24)
+    parent = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2, 3, 4, 4, 4, 4])
+    refs = (torch.rand(5, 2) * 16 + 2)[parent]
+    b = torch.tensor([0, 0, 1, 1, 0])[parent]
+    query0 = torch.rand(14, 2) * 16 + 2
+    with torch.no_grad():
+        whole = fm(f0, f1, b, query0, refs, parent)
+        parts = fm(f0, f1, b, query0, refs, parent, chunk=3)
+    for name in ("match1", "stage1", "offset1", "heat", "consistent", "peak_prob"):
+        torch.testing.assert_close(getattr(parts, name), getattr(whole, name), atol=1e-6, rtol=0)
+    for a, c in zip(parts.offsets2 + parts.refs2, whole.offsets2 + whole.refs2):
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
+
+
+def test_windows_from_a_shared_padded_source():
+    g = torch.Generator().manual_seed(1)
+    fmap = torch.randn(2, 4, 11, 13, generator=g)
+    centres = torch.rand(50, 2, generator=g) * 20 - 4
+    b = torch.randint(0, 2, (50,), generator=g)
+    src = WindowSource.of(fmap, 9)
+    for size in (1, 3, 7):
+        torch.testing.assert_close(sample_windows(src, b, centres, size), sample_windows(fmap, b, centres, size))
+    with pytest.raises(ValueError, match="padded"):
+        sample_windows(WindowSource.of(fmap, 2), b, centres, 7)

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from imamatch.data.synthetic import bundled_photo_folder
 from imamatch.train.trainer import TrainConfig, train
 from imamatch.weights import read_weights
@@ -40,3 +42,20 @@ def test_train_on_mixed_pairs(tmp_path):
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2]
     assert all(r["coarse"] > 0 and r["positives"] > 0 for r in logs)
+
+
+def test_fine_tuned_pretrained_backbone_keeps_its_batchnorm_statistics(tmp_path):
+    from imamatch import IMAMatch
+    from imamatch.api import SHIPPED
+
+    ship, _, _ = read_weights(SHIPPED["fast"])
+    cfg = TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "run"), steps=2, batch=1,
+                      size=128, ckpt_every=2, warmup=1, seed=3, freeze_backbone=False, init=str(SHIPPED["fast"]))
+    tuned, _, _ = read_weights(train(cfg))
+    stats = [k for k in tuned if k.startswith("backbone.") and k.endswith(("running_mean", "running_var"))]
+    convs = [k for k in tuned if k.startswith("backbone.block") and k.endswith("conv.weight")]
+    assert stats and convs
+    for k in stats:  # batches of one pair would corrupt the pretrained statistics: they stay
+        torch.testing.assert_close(tuned[k].float(), ship[k].float())
+    assert any(not torch.equal(tuned[k].float(), ship[k].float()) for k in convs)  # the weights do train
+    assert IMAMatch("fast", weights=str(tmp_path / "run" / "last.safetensors")).net.backbone is not None

@@ -68,6 +68,9 @@ class TrainConfig:
     seed: int = 66
     ckpt_every: int = 100
     freeze_backbone: bool = True
+    backbone_bn_stats: bool | None = None  # trained backbone: update its BatchNorm statistics too? None: only
+    #                                        when it starts from scratch (no init / init_aliked), else keep the
+    #                                        pretrained ones, which batches of 2 pairs would corrupt
     init: str | None = None          # imamatch .safetensors to start from (tensors whose name and shape fit)
     init_aliked: str | None = None   # ALIKED-n16 .pth (read with weights_only=True) for the backbone
     threads: int | None = None
@@ -295,6 +298,11 @@ def train(cfg: TrainConfig) -> Path:
         net.train()
         if cfg.freeze_backbone:
             net.backbone.eval()
+        elif not (cfg.backbone_bn_stats if cfg.backbone_bn_stats is not None
+                  else cfg.init is None and cfg.init_aliked is None):
+            for mod in net.backbone.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(step, cfg)
         with autocast:
