@@ -1,15 +1,17 @@
-"""Side-by-side benchmark on ../shared/data: imamatch (and ablations) vs OpenCV SIFT, in one process.
+"""Side-by-side benchmark on ../shared/data: imamatch (and ablations) vs OpenCV SIFT and the peers.
 
     python benchmarks/bench_shared.py [--data ../shared/data] [--out benchmarks/results/shared.md]
 
 Every method sees the same images resized to a long side of 640 px; keypoints are compared in original
-pixels. Writes a markdown table (and a JSON file beside it).
+pixels. Accuracy and time are measured in one process, one method after the other; peak memory in a fresh
+process per method. Writes a markdown table (and a JSON file beside it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,22 +63,46 @@ def imamatch_method(matcher: IMAMatch):
     return run
 
 
-def evaluate(name: str, method, data: Path, trials: int) -> dict[str, float]:
-    timer = Timer()
-    res: dict[str, float] = {}
+def warm_up(method) -> None:
     method(np.random.default_rng(0).random((480, 640), dtype=np.float32),
-           np.random.default_rng(1).random((480, 640), dtype=np.float32))  # warm-up
-    # peak memory: on the largest pair (Graffiti 1→2), after handing back what earlier methods' allocators kept
-    # (imamatch keeps freed memory for reuse, see imamatch.runtime), so each method is measured on its own
+           np.random.default_rng(1).random((480, 640), dtype=np.float32))
+
+
+def peak_mib_here(method, data: Path) -> float:
+    """Peak resident memory added by one match of the largest pair (Graffiti 1→2), after a warm-up on another size
+    and after handing back what the allocator keeps (imamatch keeps freed memory for reuse, see imamatch.runtime)."""
+    warm_up(method)
     graf = [read_image(data / "graf" / f"img{i}.png") for i in (1, 2)]
     release_freed_memory()
     with PeakRSS() as mem:
         method(*graf)
+    return mem.peak_mib
+
+
+def peak_mib_fresh(name: str, a: argparse.Namespace) -> float:
+    """:func:`peak_mib_here` in fresh Python processes, the median of ``a.memory_runs``: a process that has run
+    other methods keeps their allocator state (it read up to ~270 MiB higher for the same method), and single runs
+    vary by ±30 MiB (page-level resident memory)."""
+    cmd = [sys.executable, __file__, "--data", str(a.data), "--threads", str(a.threads), "--peak-of", name]
+    if a.weights:
+        cmd += ["--weights", a.weights]
+    peaks = []
+    for _ in range(a.memory_runs):
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"memory run of {name} failed: {run.stderr.strip()[-500:]}")
+        peaks.append(float(run.stdout.strip().splitlines()[-1]))
+    return float(np.median(peaks))
+
+
+def evaluate(name: str, method, data: Path, trials: int) -> dict[str, float]:
+    timer = Timer()
+    res: dict[str, float] = {}
+    warm_up(method)
     res.update(eval_graffiti(method, data, timer, trials=trials))
     res.update(eval_stereo(method, data, timer))
     res.update(eval_posed(method, data / "fox", timer, trials=trials))
     res["s_per_pair"] = float(np.mean(timer.times))
-    res["peak_mib"] = mem.peak_mib
     print(f"{name}: " + ", ".join(f"{k}={v:.3g}" for k, v in res.items() if not k.startswith("graf_1to")),
           file=sys.stderr)
     return res
@@ -119,6 +145,10 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=5,
                     help="RANSAC runs per pair (shuffled match orders) pooled into the pose and homography AUCs")
     ap.add_argument("--only", help="semicolon-separated method names to run (default: all selected)")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only re-measure the peak memory of the methods in the last run's table (fresh processes)")
+    ap.add_argument("--memory-runs", type=int, default=3, help="fresh processes per method for the peak memory")
+    ap.add_argument("--peak-of", help=argparse.SUPPRESS)
     a = ap.parse_args()
     data = Path(a.data)
     if not (data / "graf").is_dir():
@@ -126,37 +156,53 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
 
-    def make(**over) -> IMAMatch:
-        return IMAMatch(weights=a.weights, **over) if a.weights else IMAMatch.from_pretrained(**over)
+    def make(**over):
+        return lambda: imamatch_method(IMAMatch(weights=a.weights, **over) if a.weights
+                                       else IMAMatch.from_pretrained(**over))
 
-    methods = {"imamatch (fast, densify all ×4)": imamatch_method(make()), "SIFT + ratio + MNN": sift_method()}
-    if a.ablations:
-        methods["imamatch, no densification"] = imamatch_method(make(densify="none"))
-        methods["imamatch, densify band 0.2–0.6 ×4"] = imamatch_method(make(densify="band"))
-        methods["imamatch, no consistency check"] = imamatch_method(make(consistency_check=False))
-        methods["imamatch, no sub-pixel polish"] = imamatch_method(make(subpixel=False))
-        methods["imamatch, polish without local affine"] = imamatch_method(make(subpixel_affine=False))
-        methods["imamatch, no neighbourhood check"] = imamatch_method(make(neighbour_max_residual=None))
-        methods["imamatch, keeps unpolished matches"] = imamatch_method(make(subpixel_keep_unmoved=True))
-        methods["imamatch, neither (round-3 default)"] = imamatch_method(
-            make(neighbour_max_residual=None, subpixel_keep_unmoved=True))
-    if a.peers:
-        from peers import peer_methods
+    factories = {"imamatch (fast, densify all ×4)": make(), "SIFT + ratio + MNN": sift_method}
+    if a.ablations or a.peak_of:
+        factories.update({
+            "imamatch, no densification": make(densify="none"),
+            "imamatch, densify band 0.2–0.6 ×4": make(densify="band"),
+            "imamatch, no consistency check": make(consistency_check=False),
+            "imamatch, no sub-pixel polish": make(subpixel=False),
+            "imamatch, polish without local affine": make(subpixel_affine=False),
+            "imamatch, no neighbourhood check": make(neighbour_max_residual=None),
+            "imamatch, keeps unpolished matches": make(subpixel_keep_unmoved=True),
+            "imamatch, neither (round-3 default)": make(neighbour_max_residual=None, subpixel_keep_unmoved=True),
+        })
+    if a.peers or a.peak_of:
+        from peers import peer_factories
 
-        methods.update(peer_methods(LONG_SIDE))
+        factories.update(peer_factories(LONG_SIDE))
+    if a.peak_of:  # internal: one method's peak memory, printed for peak_mib_fresh
+        if a.peak_of not in factories:
+            sys.exit(f"unknown method {a.peak_of!r}")
+        print(peak_mib_here(factories[a.peak_of](), data))
+        return
     if a.only:
         keep = {n.strip() for n in a.only.split(";")}
-        unknown = keep - set(methods)
+        unknown = keep - set(factories)
         if unknown:
-            sys.exit(f"unknown method(s) {sorted(unknown)}; available: {list(methods)}")
-        methods = {k: v for k, v in methods.items() if k in keep}
+            sys.exit(f"unknown method(s) {sorted(unknown)}; available: {list(factories)}")
+        factories = {k: v for k, v in factories.items() if k in keep}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, float]] = {}
-    for name, m in methods.items():
+    if a.memory_only:  # refresh the peak memory column of the last run's table
+        results = json.loads(out.with_suffix(".json").read_text())
+    md = ""
+    for name, make_method in factories.items():
         try:
-            results[name] = evaluate(name, m, data, a.trials)
-        except Exception as e:  # a peer that breaks must not lose the other rows
+            if not a.memory_only:
+                results[name] = evaluate(name, make_method(), data, a.trials)
+            if name in results:
+                results[name]["peak_mib"] = peak_mib_fresh(name, a)
+        except ImportError as e:
+            print(f"skipping {name}: {e}", file=sys.stderr)
+            continue
+        except Exception as e:  # a method that breaks must not lose the other rows
             print(f"{name} failed: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         md = (f"Shared-data benchmark (long side {LONG_SIDE}, {a.threads} threads, {a.trials} RANSAC runs per pair, "

@@ -97,13 +97,18 @@ def xfeat_method(star: bool, long_side: int = 640):
     return run
 
 
+def peer_factories(long_side: int = 640) -> dict:
+    """Builders of the peers, by name (nothing is imported or loaded until one is called)."""
+    return {"ALIKED + LightGlue": lambda: lightglue_method("aliked", long_side),
+            "DISK + LightGlue": lambda: lightglue_method("disk", long_side),
+            "XFeat": lambda: xfeat_method(False, long_side),
+            "XFeat*": lambda: xfeat_method(True, long_side)}
+
+
 def peer_methods(long_side: int = 640) -> dict:
     """The peers that import here; missing packages are reported and skipped."""
     out = {}
-    for name, make in [("ALIKED + LightGlue", lambda: lightglue_method("aliked", long_side)),
-                       ("DISK + LightGlue", lambda: lightglue_method("disk", long_side)),
-                       ("XFeat", lambda: xfeat_method(False, long_side)),
-                       ("XFeat*", lambda: xfeat_method(True, long_side))]:
+    for name, make in peer_factories(long_side).items():
         try:
             out[name] = make()
         except ImportError as e:

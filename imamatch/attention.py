@@ -113,7 +113,8 @@ class AttentionLayer(nn.Module):
         t = self.norm_t(target)
         s = t if source is target else self.norm_s(source)
         kv = self.kv(s)
-        v_local = kv[:, target.shape[1]:] if source is target else self.kv(t)[:, target.shape[1]:]
+        c = target.shape[1]  # the local term uses the target's own values: in cross layers only V is projected
+        v_local = kv[:, c:] if source is target else F.conv2d(t, self.kv.weight[c:])
         q = self.q(t)
         weights = torch.softmax(self.branch_logits, 0)
         out = 0.0
