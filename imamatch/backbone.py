@@ -79,33 +79,41 @@ class LocalFeatureBackbone(nn.Module):
         self.proj = nn.ModuleList([nn.Conv2d(c, c4 // 4, 1, bias=False) for c in self.widths])
 
     def forward(self, image: torch.Tensor) -> BackboneOutput:
-        x1 = self.pooled_block1(image)
-        x2 = self.block2(x1)
-        x3 = self.block3(F.avg_pool2d(x2, 4))
+        fine, x3_in = self.half_res(image)
+        x3 = self.block3(x3_in)
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        # the full-resolution block is pooled to 1/2 before its projection (4× cheaper than ALIKED)
-        p1, p2, p3, p4 = (F.selu(p(x)) for p, x in zip(self.proj, (x1, x2, x3, x4)))
+        p3, p4 = F.selu(self.proj[2](x3)), F.selu(self.proj[3](x4))
         coarse = torch.cat([
-            F.avg_pool2d(p1, 4), F.avg_pool2d(p2, 4), p3,
+            F.avg_pool2d(fine, 4), p3,  # fine = [p1, p2] at 1/2
             F.interpolate(p4, size=p3.shape[-2:], mode="bilinear", align_corners=False),
         ], dim=1)
-        fine = torch.cat([p1, p2], dim=1)
         return BackboneOutput(coarse, {2: fine})
 
-    def pooled_block1(self, image: torch.Tensor, strip: int = 128) -> torch.Tensor:
-        """``avg_pool2d(block1(image), 2)`` ``(B, 16, H/2, W/2)``. Without autograd, computed in horizontal
-        strips of ``strip`` rows (each read with the 2-row halo its two 3×3 convs need, so the result is the
-        same) and the full-resolution maps never exist whole."""
-        rgb = image.expand(-1, 3, -1, -1)
+    def half_res(self, image: torch.Tensor, strip: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks 1 and 2 and their projections: the 1/2 skip ``[p1, p2]`` ``(B, 64, H/2, W/2)`` and block 2's
+        output pooled to 1/8 ``(B, 32, H/8, W/8)``. The full-resolution block is average-pooled to 1/2 before its
+        projection (4× cheaper than ALIKED). Without autograd, computed in horizontal strips of ``strip`` half-res
+        rows (a multiple of 4), each read with the halo its 3×3 convs need (2 rows at each resolution), so the
+        result is the same and the full-resolution and block-2 maps never exist whole."""
+        h2 = image.shape[-2] // 2
+        if torch.is_grad_enabled() or h2 <= strip:
+            return self._half_res_rows(image, 0, h2, 0, h2)
+        if strip % 4:
+            raise ValueError(f"strip must be a multiple of 4 half-res rows, got {strip}")
+        parts = [self._half_res_rows(image, max(0, r0 - 2), min(h2, r0 + strip + 2), r0, min(h2, r0 + strip))
+                 for r0 in range(0, h2, strip)]
+        return torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
+
+    def _half_res_rows(self, image: torch.Tensor, lo: int, hi: int, r0: int, r1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`half_res` for half-res rows ``r0:r1``, computed from rows ``lo:hi`` (its halo)."""
         h = image.shape[-2]
-        if torch.is_grad_enabled() or h <= strip:
-            return F.avg_pool2d(self.block1(rgb), 2)
-        out = []
-        for r0 in range(0, h, strip):
-            r1 = min(h, r0 + strip)
-            lo, hi = max(0, r0 - 2), min(h, r1 + 2)
-            out.append(F.avg_pool2d(self.block1(rgb[:, :, lo:hi])[:, :, r0 - lo:r1 - lo], 2))
-        return torch.cat(out, dim=2)
+        flo, fhi = max(0, 2 * lo - 2), min(h, 2 * hi + 2)  # full-resolution rows block 1 reads
+        x1 = self.block1(image[:, :, flo:fhi].expand(-1, 3, -1, -1))
+        x1 = F.avg_pool2d(x1[:, :, 2 * lo - flo:2 * hi - flo], 2)                  # half-res rows lo:hi
+        x2 = self.block2(x1)[:, :, r0 - lo:r1 - lo]
+        x1 = x1[:, :, r0 - lo:r1 - lo]
+        fine = torch.cat([F.selu(self.proj[0](x1)), F.selu(self.proj[1](x2))], dim=1)
+        return fine, F.avg_pool2d(x2, 4)
 
     @staticmethod
     def aliked_key_map(key: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Backbone: the strip-wise full-resolution block gives the whole-image result."""
+"""Backbone: the strip-wise half-resolution part gives the whole-image result of the plain definition."""
 
 import pytest
 import torch
@@ -7,22 +7,39 @@ import torch.nn.functional as F
 from imamatch.backbone import LocalFeatureBackbone
 
 
+def plain_forward(bb: LocalFeatureBackbone, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition, whole maps: (coarse, 1/2 skip)."""
+    x1 = F.avg_pool2d(bb.block1(image.expand(-1, 3, -1, -1)), 2)
+    x2 = bb.block2(x1)
+    x3 = bb.block3(F.avg_pool2d(x2, 4))
+    x4 = bb.block4(F.avg_pool2d(x3, 4))
+    p1, p2, p3, p4 = (F.selu(p(x)) for p, x in zip(bb.proj, (x1, x2, x3, x4)))
+    coarse = torch.cat([F.avg_pool2d(p1, 4), F.avg_pool2d(p2, 4), p3,
+                        F.interpolate(p4, size=p3.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
+    return coarse, torch.cat([p1, p2], dim=1)
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 96, 64), (2, 1, 64, 160), (1, 1, 32, 32)])
 def test_strips_equal_the_whole_image(shape):
     torch.manual_seed(0)
     bb = LocalFeatureBackbone().eval()
     x = torch.rand(shape)
     with torch.no_grad():
-        whole = F.avg_pool2d(bb.block1(x.expand(-1, 3, -1, -1)), 2)
-        for strip in (8, 16, 30):
-            torch.testing.assert_close(bb.pooled_block1(x, strip), whole, atol=1e-6, rtol=0)
+        coarse, fine = plain_forward(bb, x)
+        for strip in (4, 8, 12, 1000):
+            f, _ = bb.half_res(x, strip)
+            torch.testing.assert_close(f, fine, atol=1e-6, rtol=0)
         out = bb(x)
+    torch.testing.assert_close(out.coarse, coarse, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.skips[2], fine, atol=1e-6, rtol=0)
     assert out.coarse.shape == (shape[0], 128, shape[2] // 8, shape[3] // 8)
-    assert out.skips[2].shape == (shape[0], 64, shape[2] // 2, shape[3] // 2)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        with torch.no_grad():
+            bb.half_res(torch.rand(1, 1, 64, 64), 6)
 
 
 def test_training_path_keeps_gradients():
     bb = LocalFeatureBackbone()
-    x = torch.rand(1, 1, 64, 64)
-    bb.pooled_block1(x, 16).sum().backward()  # with autograd: one pass, no strips
-    assert bb.block1.a.conv.weight.grad is not None
+    out = bb(torch.rand(1, 1, 64, 64))  # with autograd: one pass, no strips
+    (out.coarse.sum() + out.skips[2].sum()).backward()
+    assert bb.block1.a.conv.weight.grad is not None and bb.block2.a.conv.weight.grad is not None
