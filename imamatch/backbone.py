@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform import DeformConv3x3
+from .strips import paste_rows
 
 
 @dataclass
@@ -100,9 +101,11 @@ class LocalFeatureBackbone(nn.Module):
             return self._half_res_rows(image, 0, h2, 0, h2)
         if strip % 4:
             raise ValueError(f"strip must be a multiple of 4 half-res rows, got {strip}")
-        parts = [self._half_res_rows(image, max(0, r0 - 2), min(h2, r0 + strip + 2), r0, min(h2, r0 + strip))
-                 for r0 in range(0, h2, strip)]
-        return torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
+        fine = pooled = None
+        for r0 in range(0, h2, strip):
+            f, p = self._half_res_rows(image, max(0, r0 - 2), min(h2, r0 + strip + 2), r0, min(h2, r0 + strip))
+            fine, pooled = paste_rows(fine, f, r0, h2), paste_rows(pooled, p, r0 // 4, h2 // 4)
+        return fine, pooled
 
     def _half_res_rows(self, image: torch.Tensor, lo: int, hi: int, r0: int, r1: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`half_res` for half-res rows ``r0:r1``, computed from rows ``lo:hi`` (its halo)."""

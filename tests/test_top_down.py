@@ -31,3 +31,15 @@ def test_strips_equal_the_whole_map(skip_dims):
         for strip in (4, 7, 16):
             torch.testing.assert_close(td(coarse, skips, image, strip=strip), whole, atol=1e-5, rtol=1e-5)
     assert whole.shape == (1, 8, h // 2, w // 2)
+
+
+def test_paste_rows_assembles_strips_in_their_memory_format():
+    from imamatch.strips import paste_rows
+
+    full = torch.randn(2, 5, 12, 7).contiguous(memory_format=torch.channels_last)
+    out = None
+    for r0 in (0, 5, 10):
+        out = paste_rows(out, full[:, :, r0:r0 + 5], r0, 12)
+    assert torch.equal(out, full) and out.is_contiguous(memory_format=torch.channels_last)
+    plain = paste_rows(None, torch.ones(1, 2, 3, 4), 0, 3)
+    assert plain.is_contiguous() and torch.equal(plain, torch.ones(1, 2, 3, 4))

@@ -1,0 +1,17 @@
+"""Row-strip assembly for the strip-wise inference paths (backbone, top-down): one output, no concatenation."""
+
+from __future__ import annotations
+
+import torch
+
+
+def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: int) -> torch.Tensor:
+    """Write ``part`` ``(B, C, h, W)`` into rows ``r0:r0+h`` of ``out`` ``(B, C, height, W)`` and return ``out``,
+    allocated on the first call (``out`` None) in ``part``'s memory format. Assembling strips this way keeps one
+    full-size buffer alive instead of the strips plus their concatenation."""
+    if out is None:
+        fmt = torch.channels_last if part.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((part.shape[0], part.shape[1], height, part.shape[3]), dtype=part.dtype,
+                          device=part.device, memory_format=fmt)
+    out[:, :, r0:r0 + part.shape[2]] = part
+    return out
