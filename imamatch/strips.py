@@ -10,7 +10,8 @@ def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: in
     allocated on the first call (``out`` None) in ``part``'s memory format. Assembling strips this way keeps one
     full-size buffer alive instead of the strips plus their concatenation."""
     if out is None:
-        fmt = torch.channels_last if part.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        channels_innermost = part.shape[1] > 1 and part.stride(1) == 1  # a row slice of a channels-last map
+        fmt = torch.channels_last if channels_innermost else torch.contiguous_format
         out = torch.empty((part.shape[0], part.shape[1], height, part.shape[3]), dtype=part.dtype,
                           device=part.device, memory_format=fmt)
     out[:, :, r0:r0 + part.shape[2]] = part
