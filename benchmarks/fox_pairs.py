@@ -2,8 +2,8 @@
 
     python benchmarks/fox_pairs.py [--data ../shared/data] [--out benchmarks/results/fox_pairs.md] [--no-peers]
 
-For each of the 40 fixed pairs (3–60° apart) and each method: matches, the share of them within 2 px (RMS of the two point-to-epipolar-line distances) of
-the ground-truth epipolar geometry, the share that one homography explains (MAGSAC, 3 px: near 1 means the matches
+For each of the 40 fixed pairs (3–60° apart) and each method: matches, the share of them within 2 px (RMS of the
+two point-to-epipolar-line distances) of the ground-truth epipolar geometry, the share that one homography explains (MAGSAC, 3 px: near 1 means the matches
 lie on one plane, which leaves the essential matrix ambiguous) and the median pose error over 5 RANSAC runs.
 Writes a markdown table, a JSON file and a plot of pose error against rotation beside it.
 """
@@ -39,13 +39,13 @@ def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, t
     f = float(np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]]))
-    sampson_px = np.sqrt(epipolar_errors(k0, k1, K0, K1, T) / 2) * f if n else np.zeros(0)
+    epi_px = np.sqrt(epipolar_errors(k0, k1, K0, K1, T) / 2) * f if n else np.zeros(0)
     H, inl = estimate_homography(k0, k1, threshold_px=3.0) if n >= 4 else (None, np.zeros(n, bool))
     errs = []
     for order in shuffled_trials(n, trials):
         est = estimate_relative_pose(k0[order], k1[order], K0, K1, threshold_px=1.0, refine=False)
         errs.append(pose_error_deg(est.R, est.t, R, t) if est.success else 180.0)
-    return {"matches": float(n), "epipolar_2px": float(np.mean(sampson_px < 2)) if n else 0.0,
+    return {"matches": float(n), "epipolar_2px": float(np.mean(epi_px < 2)) if n else 0.0,
             "planar": float(inl.mean()) if n and H is not None else 0.0, "pose_err": float(np.median(errs))}
 
 
@@ -61,8 +61,8 @@ def main() -> None:
     pairs = select_pairs(frames)
     methods = {"imamatch": imamatch_method(IMAMatch.from_pretrained()), "SIFT": sift_method(LONG_SIDE)}
     if not a.no_peers:
-        from peers import peer_methods
-        methods.update({k: v for k, v in peer_methods(LONG_SIDE).items() if k == "ALIKED + LightGlue"})
+        from peers import peer_factories
+        methods["ALIKED + LightGlue"] = peer_factories(LONG_SIDE)["ALIKED + LightGlue"]()
     cache: dict[int, np.ndarray] = {}
 
     def gray(i: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform import DeformConv3x3
-from .strips import paste_rows
+from .strips import paste_rows, strip_ranges
 
 
 @dataclass
@@ -102,12 +102,13 @@ class LocalFeatureBackbone(nn.Module):
         if strip % 4:
             raise ValueError(f"strip must be a multiple of 4 half-res rows, got {strip}")
         fine = pooled = None
-        for r0 in range(0, h2, strip):
-            f, p = self._half_res_rows(image, max(0, r0 - 2), min(h2, r0 + strip + 2), r0, min(h2, r0 + strip))
+        for lo, hi, r0, r1 in strip_ranges(h2, strip, halo=2):  # block 2's two 3×3 convs
+            f, p = self._half_res_rows(image, lo, hi, r0, r1)
             fine, pooled = paste_rows(fine, f, r0, h2), paste_rows(pooled, p, r0 // 4, h2 // 4)
         return fine, pooled
 
-    def _half_res_rows(self, image: torch.Tensor, lo: int, hi: int, r0: int, r1: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _half_res_rows(self, image: torch.Tensor, lo: int, hi: int, r0: int,
+                       r1: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`half_res` for half-res rows ``r0:r1``, computed from rows ``lo:hi`` (its halo)."""
         h = image.shape[-2]
         flo, fhi = max(0, 2 * lo - 2), min(h, 2 * hi + 2)  # full-resolution rows block 1 reads

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 @dataclass(frozen=True)
 class WindowSource:
     """A map ``(B, C, H, W)`` zero-padded by ``pad`` and laid out channels-last as ``flat`` ``(B·Hp·Wp, C)``,
@@ -82,7 +81,8 @@ class FineStage(nn.Module):
     def forward(self, f0: torch.Tensor | WindowSource, f1: torch.Tensor | WindowSource, b: torch.Tensor,
                 query0: torch.Tensor, ref1: torch.Tensor,
                 group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fine maps ``(B, C, H/2, W/2)`` (or their window sources). Returns offset ``(N, 2)`` (half-res px, relative to ``ref1``) and heatmap ``(N, size²)``.
+        """Fine maps ``(B, C, H/2, W/2)`` (or their window sources). Returns offset ``(N, 2)`` (half-res px,
+        relative to ``ref1``) and heatmap ``(N, size²)``.
 
         ``group`` ``(N,)`` (sorted, optional): queries with equal ids share one reference window (same
         ``b`` and ``ref1``, as the sub-points of a densified match do), which is then sampled once.

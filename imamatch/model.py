@@ -20,7 +20,7 @@ from .densify import FineQueries, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
 from .neighbourhood import local_affine, neighbourhood_residual
 from .subpixel import polish_matches
-from .strips import paste_rows
+from .strips import paste_rows, strip_ranges
 
 
 FINE_CHUNK = 4096  # queries matched at a time at inference (their windows, not the whole set, are in memory)
@@ -84,14 +84,13 @@ class TopDown(nn.Module):
             return self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, 0, h)))
         halo = (2 if last == 2 else 0) + 1 + len(self.blocks)  # pixel stem, smoothing and block 3×3 convs
         out = None
-        for r0 in range(0, h, strip):
-            r1 = min(h, r0 + strip)
-            lo, hi = max(0, r0 - halo), min(h, r1 + halo)
+        for lo, hi, r0, r1 in strip_ranges(h, strip, halo):
             y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi)))
             out = paste_rows(out, y[:, :, r0 - lo:r1 - lo], r0, h)
         return out
 
-    def _merge(self, s: int, x: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    def _merge(self, s: int, x: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, lo: int,
+               hi: int) -> torch.Tensor:
         """Rows ``lo:hi`` of level ``s``: ``x`` upsampled to the skip's size plus the lateral projection of the
         skip (at stride 2 with the pixel stem's features)."""
         size = (skip.shape[-2], skip.shape[-1])

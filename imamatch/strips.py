@@ -1,4 +1,4 @@
-"""Row-strip assembly for the strip-wise inference paths (backbone, top-down): one output, no concatenation."""
+"""Row strips for the strip-wise inference paths (backbone, top-down): ranges with halos, and one output."""
 
 from __future__ import annotations
 
@@ -16,3 +16,10 @@ def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: in
                           device=part.device, memory_format=fmt)
     out[:, :, r0:r0 + part.shape[2]] = part
     return out
+
+
+def strip_ranges(height: int, strip: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """``(lo, hi, r0, r1)`` per strip: output rows ``r0:r1`` (``strip`` at a time) and the rows ``lo:hi`` they are
+    computed from, ``halo`` more on each side (clipped to the map), enough for that many 3×3 convolutions."""
+    return [(max(0, r0 - halo), min(height, r0 + strip + halo), r0, min(height, r0 + strip))
+            for r0 in range(0, height, strip)]

@@ -167,6 +167,19 @@ def _epipolar_step(net: IMAMatchNet, enc, batch: dict[str, torch.Tensor],
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+def _frozen_statistics(net: IMAMatchNet, cfg: TrainConfig) -> list[torch.nn.Module]:
+    """Modules kept in eval mode while training: the frozen backbone, or the BatchNorms of a trained backbone that
+    starts from pretrained weights (unless ``backbone_bn_stats`` says otherwise)."""
+    if cfg.freeze_backbone:
+        return [net.backbone]
+    update = cfg.backbone_bn_stats
+    if update is None:
+        update = cfg.init is None and cfg.init_aliked is None  # from scratch
+    if update:
+        return []
+    return [m for m in net.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 def _save_state(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -291,18 +304,14 @@ def train(cfg: TrainConfig) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + step * 64 + rank)
     it = _data(cfg, rank, world, step)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    frozen_stats = _frozen_statistics(net, cfg)
     start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, disable=rank != 0)
     running: dict[str, float] = {}
     while step < cfg.steps:
         net.train()
-        if cfg.freeze_backbone:
-            net.backbone.eval()
-        elif not (cfg.backbone_bn_stats if cfg.backbone_bn_stats is not None
-                  else cfg.init is None and cfg.init_aliked is None):
-            for mod in net.backbone.modules():
-                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                    mod.eval()
+        for mod in frozen_stats:
+            mod.eval()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(step, cfg)
         with autocast:
