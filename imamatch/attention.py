@@ -13,11 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def focus_kernel(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
-    """Focused feature map. ``x``: ``(..., D)``; ``scale``: ``(D,)`` raw (softplus applied here)."""
+def focus_kernel(x: torch.Tensor, scale: torch.Tensor, power: float, keep_norm: bool = True) -> torch.Tensor:
+    """Focused feature map. ``x``: ``(..., D)``; ``scale``: ``(D,)`` raw (softplus applied here).
+    ``keep_norm`` False skips the rescaling to the previous norm (for queries, whose scale cancels in
+    :func:`linear_attention`)."""
     x = (F.relu(x) + 1e-6) / F.softplus(scale)
     if power == 1:
         return x
+    if not keep_norm:
+        return x ** power
     norm = x.norm(dim=-1, keepdim=True)
     xp = x ** power
     return xp * (norm / xp.norm(dim=-1, keepdim=True).clamp_min(1e-12))
@@ -81,13 +85,25 @@ class ScaleBranch(nn.Module):
             v_local = F.avg_pool2d(v_local, self.stride)
             if mask is not None:
                 mask = F.max_pool2d(mask[:, None].float(), self.stride)[:, 0] > 0
-        b, _, h, w = q.shape
-        d = c // self.heads
-        q = q.reshape(b, self.heads, d, h * w).transpose(-1, -2)
-        k, v = kv.reshape(b, 2, self.heads, d, -1).transpose(-1, -2).unbind(1)
-        q, k = focus_kernel(q, self.scale, self.power), focus_kernel(k, self.scale, self.power)
+        h, w = q.shape[-2:]
+        q = to_tokens(q, self.heads)
+        k, v = (to_tokens(x, self.heads) for x in kv.chunk(2, dim=1))
+        # a query's own scale cancels between numerator and denominator: only the keys keep their norm
+        q, k = focus_kernel(q, self.scale, self.power, keep_norm=False), focus_kernel(k, self.scale, self.power)
         out = linear_attention(q, k, v, None if mask is None else mask.flatten(1))
-        return out.transpose(-1, -2).reshape(b, c, h, w) + self.local(v_local)
+        return from_tokens(out, h, w) + self.local(v_local)
+
+
+def to_tokens(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, C, H, W)`` → ``(B, heads, H·W, C/heads)``; a view (no copy) of a channels-last map."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads).transpose(1, 2)
+
+
+def from_tokens(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(B, heads, H·W, D)`` → channels-last ``(B, heads·D, H, W)`` (the inverse of :func:`to_tokens`)."""
+    b, heads, _, d = x.shape
+    return x.transpose(1, 2).reshape(b, h, w, heads * d).permute(0, 3, 1, 2)
 
 
 class AttentionLayer(nn.Module):

@@ -80,16 +80,21 @@ def drop_border(matches: CoarseMatches, border: int, grid0: tuple[int, int],
     return CoarseMatches(matches.b[keep], matches.i0[keep], matches.i1[keep], matches.confidence[keep])
 
 
+CANDIDATE_GROUP = 16  # columns screened together for coarse-match candidates
+
+
 def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, threshold: float,
                    m0: torch.Tensor | None = None, m1: torch.Tensor | None = None,
                    block: int = 256) -> CoarseMatches:
     """Inference: ``select_matches(dual_softmax(f0, f1, temperature, m0, m1), threshold)`` without the
-    ``(B, L0, L1)`` probability matrix in memory passes.
+    ``(B, L0, L1)`` probability matrix in memory.
 
     In the log domain, ``log conf = 2 s - logsumexp_row - logsumexp_col``. One pass over row blocks of the
     similarity (each small enough to stay in cache) accumulates both log-sum-exps (the column one with a running
-    maximum); a second pass recomputes the blocks and takes each row's best and each column's best score, so
-    memory stays O(block · L1). Padded cells are dropped first.
+    maximum) and keeps, per row, the candidates whose row softmax exceeds ``threshold`` (fewer than
+    1/``threshold``): a match needs ``conf`` = row softmax · column softmax > ``threshold``, so its row's best
+    and its column's best are among them. Memory stays O(block · L1); with ``threshold`` ≤ 0 a second pass
+    recomputes the blocks instead. Padded cells are dropped first.
     Same result as the two-step path up to floating-point rounding (ties resolved by either).
     """
     scale = 1.0 / (f0.shape[-1] * temperature)
@@ -99,33 +104,74 @@ def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, thres
         cols = torch.arange(f1.shape[1], device=f1.device) if m1 is None else m1[bi].nonzero()[:, 0]
         if len(rows) == 0 or len(cols) == 0:
             continue
-        a, b = f0[bi, rows] * scale, f1[bi, cols]
-        n0, n1 = len(rows), len(cols)
-        row_lse = a.new_empty(n0)
-        col_sum = a.new_zeros(n1)
-        top = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
-        for s in range(0, n0, block):
-            blk = torch.mm(a[s:s + block], b.T)
-            new_top = torch.maximum(top, blk.max())
-            e = (blk - new_top).exp_()
-            col_sum.mul_((top - new_top).exp()).add_(e.sum(0))
-            row_lse[s:s + block] = e.sum(1).log_() + new_top
-            top = new_top
-        col_lse = col_sum.log_() + top
-        best_val, best_idx = a.new_empty(n0), torch.empty(n0, dtype=torch.long, device=a.device)
-        col_best = torch.full((n1,), float("-inf"), dtype=a.dtype, device=a.device)
-        for s in range(0, n0, block):  # the similarity is recomputed (~4 % of a pair's time), not kept (L0·L1 floats)
-            score = torch.mm(a[s:s + block] * 2, b.T).sub_(row_lse[s:s + block, None]).sub_(col_lse[None])
-            torch.max(score, dim=1, out=(best_val[s:s + block], best_idx[s:s + block]))
-            torch.maximum(col_best, score.amax(0), out=col_best)
-        conf = best_val.exp()
-        keep = (best_val >= col_best[best_idx]) & (conf > threshold)
-        idx = keep.nonzero()[:, 0]
-        out_b.append(torch.full((len(idx),), bi, dtype=torch.long, device=a.device))
-        out_i0.append(rows[idx])
-        out_i1.append(cols[best_idx[idx]])
-        out_c.append(conf[idx])
+        i, j, log_conf = _log_conf_candidates(f0[bi, rows] * scale, f1[bi, cols], threshold, block)
+        row_best = log_conf.new_full((len(rows),), float("-inf")).scatter_reduce_(0, i, log_conf, "amax")
+        col_best = log_conf.new_full((len(cols),), float("-inf")).scatter_reduce_(0, j, log_conf, "amax")
+        conf = log_conf.exp()
+        keep = (log_conf == row_best[i]) & (log_conf >= col_best[j]) & (conf > threshold)
+        i, j, conf = i[keep], j[keep], conf[keep]
+        first = torch.ones_like(i, dtype=torch.bool)  # a row tied between two columns: keep the first
+        first[1:] = i[1:] != i[:-1]
+        i, j, conf = i[first], j[first], conf[first]
+        out_b.append(torch.full((len(i),), bi, dtype=torch.long, device=f0.device))
+        out_i0.append(rows[i])
+        out_i1.append(cols[j])
+        out_c.append(conf)
     if not out_b:
         empty = torch.zeros(0, dtype=torch.long, device=f0.device)
         return CoarseMatches(empty, empty, empty, f0.new_zeros(0))
     return CoarseMatches(torch.cat(out_b), torch.cat(out_i0), torch.cat(out_i1), torch.cat(out_c))
+
+
+def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float,
+                         block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scaled features ``a`` ``(n0, C)``, ``b`` ``(n1, C)`` → row and column indices ``(K,)`` (sorted by row,
+    then column) of the similarity entries that can be coarse matches, and their log dual-softmax
+    confidence ``(K,)``: those whose row softmax exceeds ``threshold``, or (``threshold`` ≤ 0) the rows' bests
+    that are also their columns' bests."""
+    n0, n1 = len(a), len(b)
+    group = CANDIDATE_GROUP
+    n1p = -(-n1 // group) * group  # columns padded to whole groups (their scores set to -inf)
+    if n1p != n1:
+        b = torch.cat([b, b.new_zeros(n1p - n1, b.shape[1])])
+    row_lse = a.new_empty(n0)
+    col_sum = a.new_zeros(n1p)
+    top = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
+    cand_i, cand_j, cand_s = [], [], []
+    for s in range(0, n0, block):
+        blk = torch.mm(a[s:s + block], b.T)
+        blk[:, n1:] = float("-inf")
+        new_top = torch.maximum(top, blk.amax())
+        e = (blk - new_top).exp_()
+        col_sum.mul_((top - new_top).exp()).add_(e.sum(0))
+        row_sum = e.sum(1)
+        row_lse[s:s + block] = row_sum.log() + new_top
+        top = new_top
+        if threshold > 0:
+            # entries above threshold · row sum: first groups of columns (strided, so that the max over a group
+            # vectorises) by their maximum, since nonzero over a bool matrix is a slow serial scan, then inside them
+            bound = threshold * row_sum[:, None]
+            grouped = e.view(len(e), group, -1)
+            r, g = (grouped.amax(1) > bound).nonzero(as_tuple=True)
+            k, o = (grouped[r, :, g] > bound[r]).nonzero(as_tuple=True)
+            r, c = r[k], o * grouped.shape[2] + g[k]
+            cand_i.append(r + s)
+            cand_j.append(c)
+            cand_s.append(blk[r, c])
+    col_sum = col_sum[:n1]
+    b = b[:n1]
+    col_lse = col_sum.log_() + top
+    if threshold > 0:
+        i, j = torch.cat(cand_i), torch.cat(cand_j)
+        order = torch.argsort(i * n1 + j)
+        i, j, cand = i[order], j[order], torch.cat(cand_s)[order]
+        return i, j, 2 * cand - row_lse[i] - col_lse[j]
+    # no threshold: every row's best (by confidence) and each column's best score, from recomputed blocks
+    best_val, best_idx = a.new_empty(n0), torch.empty(n0, dtype=torch.long, device=a.device)
+    col_best = torch.full((n1,), float("-inf"), dtype=a.dtype, device=a.device)
+    for s in range(0, n0, block):
+        score = torch.mm(a[s:s + block] * 2, b.T).sub_(row_lse[s:s + block, None]).sub_(col_lse[None])
+        torch.max(score, dim=1, out=(best_val[s:s + block], best_idx[s:s + block]))
+        torch.maximum(col_best, score.amax(0), out=col_best)
+    mutual = best_val >= col_best[best_idx]
+    return torch.arange(n0, device=a.device)[mutual], best_idx[mutual], best_val[mutual]

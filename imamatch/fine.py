@@ -12,49 +12,50 @@ from torch import nn
 
 @dataclass(frozen=True)
 class WindowSource:
-    """A map ``(B, C, H, W)`` zero-padded by ``pad`` and laid out channels-last as ``flat`` ``(B·Hp·Wp, C)``,
-    once, so that many window reads (:func:`sample_windows`) share one copy. Build with :meth:`of`."""
+    """A map ``(B, C, H, W)`` laid out channels-last as ``flat`` ``(B·H·W, C)`` so that many window reads
+    (:func:`sample_windows`) share it: a view of a channels-last map, else one copy. Build with :meth:`of`."""
 
     flat: torch.Tensor
     batch: int
     height: int
     width: int
-    pad: int
 
     @classmethod
-    def of(cls, fmap: torch.Tensor, pad: int) -> "WindowSource":
+    def of(cls, fmap: torch.Tensor) -> "WindowSource":
         bsz, c, h, w = fmap.shape
-        flat = F.pad(fmap, (pad, pad, pad, pad)).permute(0, 2, 3, 1).reshape(-1, c)
-        return cls(flat, bsz, h, w, pad)
+        return cls(fmap.permute(0, 2, 3, 1).reshape(-1, c), bsz, h, w)
 
 
 def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: torch.Tensor,
                    size: int) -> torch.Tensor:
     """Bilinearly sample ``size×size`` windows (unit spacing) around ``centres`` ``(N, 2)`` from
-    ``fmap`` ``(B, C, H, W)`` (or its :class:`WindowSource`, padded by at least ``size + 1``) of batch items
-    ``b`` ``(N,)``. Returns ``(N, size², C)`` (zeros outside).
+    ``fmap`` ``(B, C, H, W)`` (or its :class:`WindowSource`) of batch items ``b`` ``(N,)``.
+    Returns ``(N, size², C)`` (zeros outside the map, like ``grid_sample`` with zero padding).
 
     A window at unit spacing is one integer ``(size+1)²`` patch blended with the same four bilinear
-    weights everywhere, so this gathers contiguous channel vectors from a channels-last copy of the map
-    (several times faster than ``grid_sample`` on CPU). Windows reaching beyond the padding read it clamped
-    to that zero border.
+    weights everywhere, so this gathers contiguous channel vectors from the channels-last map (several
+    times faster than ``grid_sample`` on CPU); only the windows that cross the border are masked.
     """
-    src = fmap if isinstance(fmap, WindowSource) else WindowSource.of(fmap, size + 1)
-    if src.pad < size + 1:
-        raise ValueError(f"a {size}×{size} window needs a source padded by ≥ {size + 1} (got {src.pad})")
+    src = fmap if isinstance(fmap, WindowSource) else WindowSource.of(fmap)
     n, c = centres.shape[0], src.flat.shape[1]
     if n == 0:
         return src.flat.new_zeros(0, size * size, c)
-    pad = src.pad
-    hp, wp = src.height + 2 * pad, src.width + 2 * pad
+    h, w = src.height, src.width
     corner = centres - (size - 1) / 2                                   # first window position, (x, y)
     base = torch.floor(corner)
     frac = (corner - base).to(src.flat.dtype)
-    ix = (base[:, 0].long() + pad).clamp(0, wp - size - 1)
-    iy = (base[:, 1].long() + pad).clamp(0, hp - size - 1)
     t = torch.arange(size + 1, device=centres.device)
-    idx = (b.long() * (hp * wp) + iy * wp + ix)[:, None, None] + t[None, :, None] * wp + t[None, None, :]
-    rows = src.flat[idx.reshape(-1)].view(n, size + 1, (size + 1) * c)      # patch rows, channels-last
+    far = 2 * (h + w + size)  # beyond any map position; keeps the integer conversion in range
+    px = base[:, 0].clamp(-far, far).long()[:, None] + t                 # N, size+1
+    py = base[:, 1].clamp(-far, far).long()[:, None] + t
+    idx = (b.long() * (h * w))[:, None, None] + py.clamp(0, h - 1)[:, :, None] * w + px.clamp(0, w - 1)[:, None, :]
+    patch = src.flat.index_select(0, idx.reshape(-1)).view(n, size + 1, size + 1, c)
+    in_x, in_y = (px >= 0) & (px < w), (py >= 0) & (py < h)
+    crossing = (~(in_x.all(1) & in_y.all(1))).nonzero()[:, 0]
+    if len(crossing):  # zero the positions outside the map (read clamped above)
+        inside = (in_y[crossing, :, None] & in_x[crossing, None, :]).to(patch.dtype)[..., None]
+        patch[crossing] = patch[crossing] * inside
+    rows = patch.view(n, size + 1, (size + 1) * c)
     # blend along x (two contiguous runs of each row), then along y
     across = torch.lerp(rows[:, :, :size * c], rows[:, :, c:], frac[:, 0, None, None])    # N, size+1, size·C
     return torch.lerp(across[:, :-1], across[:, 1:], frac[:, 1, None, None]).reshape(n, size * size, c)
@@ -173,8 +174,7 @@ class FineMatcher(nn.Module):
         """Fine features ``(B, C, H/2, W/2)``, queries ``(N, 2)`` in image 0 and reference centres ``(N, 2)`` in
         image 1 (half-res px); ``group``: see :meth:`FineStage.forward`. ``chunk``: match at most about that
         many queries at a time (whole groups; same result, bounded memory)."""
-        pad = max(self.stage1.size, self.stage2.size) + 1
-        s0, s1 = WindowSource.of(f0, pad), WindowSource.of(f1, pad)  # one padded copy for all stages and chunks
+        s0, s1 = WindowSource.of(f0), WindowSource.of(f1)  # shared by all stages and chunks
         parts = [self._match(s0, s1, b[lo:hi], query0[lo:hi], ref1[lo:hi], None if group is None else group[lo:hi])
                  for lo, hi in chunk_bounds(len(b), group, chunk)]
         if len(parts) == 1:

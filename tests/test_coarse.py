@@ -77,10 +77,12 @@ def test_blocked_mutual_matches_equal_the_two_step_path():
     f0 = f0 * torch.linspace(0.5, 2.0, 70)[None, :, None]  # later row blocks hold larger scores
     f1 = f1 + 0.2 * torch.randn(f1.shape, generator=g)
     m0, m1 = torch.rand(2, 70, generator=g) > 0.1, torch.rand(2, 60, generator=g) > 0.1
-    with torch.no_grad():
-        ref = select_matches(dual_softmax(f0, f1, 0.1, m0, m1), 0.05)
-        new = mutual_matches(f0, f1, 0.1, 0.05, m0, m1, block=16)
-    key = lambda m: sorted(zip(m.b.tolist(), m.i0.tolist(), m.i1.tolist(), m.confidence.tolist()))  # noqa: E731
-    a, b = key(ref), key(new)
-    assert len(a) > 20 and [r[:3] for r in a] == [r[:3] for r in b]
-    torch.testing.assert_close(torch.tensor([r[3] for r in b]), torch.tensor([r[3] for r in a]), rtol=1e-4, atol=1e-6)
+    for threshold in (0.05, 0.0):  # candidates of the one pass; two passes without a threshold
+        with torch.no_grad():
+            ref = select_matches(dual_softmax(f0, f1, 0.1, m0, m1), threshold)
+            new = mutual_matches(f0, f1, 0.1, threshold, m0, m1, block=16)
+        key = lambda m: sorted(zip(m.b.tolist(), m.i0.tolist(), m.i1.tolist(), m.confidence.tolist()))  # noqa: E731
+        a, b = key(ref), key(new)
+        assert len(a) > 20 and [r[:3] for r in a] == [r[:3] for r in b]
+        torch.testing.assert_close(torch.tensor([r[3] for r in b]), torch.tensor([r[3] for r in a]), rtol=1e-4,
+                                   atol=1e-6)

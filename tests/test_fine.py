@@ -2,8 +2,6 @@
 
 import torch
 
-import pytest
-
 from imamatch.fine import FineMatcher, WindowSource, chunk_bounds, heat_at, sample_windows, window_offsets
 
 
@@ -96,13 +94,13 @@ def test_chunked_matching_equals_one_pass():
         torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
 
 
-def test_windows_from_a_shared_padded_source():
+def test_windows_from_a_shared_source_and_far_outside():
     g = torch.Generator().manual_seed(1)
     fmap = torch.randn(2, 4, 11, 13, generator=g)
     centres = torch.rand(50, 2, generator=g) * 20 - 4
     b = torch.randint(0, 2, (50,), generator=g)
-    src = WindowSource.of(fmap, 9)
+    src = WindowSource.of(fmap.contiguous(memory_format=torch.channels_last))
     for size in (1, 3, 7):
         torch.testing.assert_close(sample_windows(src, b, centres, size), sample_windows(fmap, b, centres, size))
-    with pytest.raises(ValueError, match="padded"):
-        sample_windows(WindowSource.of(fmap, 2), b, centres, 7)
+    far = torch.tensor([[-40.0, 5.0], [5.0, 1e9], [float("-inf"), 3.0]])
+    assert (sample_windows(fmap, torch.zeros(3, dtype=torch.long), far, 7)[:2] == 0).all()
