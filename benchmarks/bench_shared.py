@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from imamatch import IMAMatch
-from imamatch.eval.suite import PeakRSS, Timer, eval_graffiti, eval_posed, eval_stereo
+from imamatch.eval.suite import WORKING_SIDE, PeakRSS, Timer, eval_graffiti, eval_posed, eval_stereo
 from imamatch.io import read_image
 from imamatch.runtime import release_freed_memory
 
-LONG_SIDE = 640
+LONG_SIDE = WORKING_SIDE  # 640
 
 
 def sift_method(long_side: int = LONG_SIDE, ratio: float = 0.8):

@@ -26,14 +26,14 @@ from imamatch import IMAMatch  # noqa: E402
 from imamatch.data.posed import load_posed, relative_pose, select_pairs, undistorted_image  # noqa: E402
 from imamatch.eval.metrics import pose_error_deg, rotation_error_deg  # noqa: E402
 from imamatch.eval.standard import epipolar_errors  # noqa: E402
-from imamatch.eval.suite import shuffled_trials  # noqa: E402
+from imamatch.eval.suite import pose_threshold_px, shuffled_trials  # noqa: E402
 from imamatch.pose import estimate_homography, estimate_relative_pose  # noqa: E402
 
 FAILED_DEG = 10.0  # a pair counts as failed when its median pose error exceeds this
 
 
 def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
-               trials: int) -> dict[str, float]:
+               trials: int, threshold_px: float) -> dict[str, float]:
     """Matches ``(N, 2)`` of one pair against its true pose: counts, epipolar inlier share, planar share, error."""
     n = len(k0)
     T = np.eye(4)
@@ -43,7 +43,7 @@ def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R
     H, inl = estimate_homography(k0, k1, threshold_px=3.0) if n >= 4 else (None, np.zeros(n, bool))
     errs = []
     for order in shuffled_trials(n, trials):
-        est = estimate_relative_pose(k0[order], k1[order], K0, K1, threshold_px=1.0, refine=False)
+        est = estimate_relative_pose(k0[order], k1[order], K0, K1, threshold_px=threshold_px, refine=False)
         errs.append(pose_error_deg(est.R, est.t, R, t) if est.success else 180.0)
     return {"matches": float(n), "epipolar_2px": float(np.mean(epi_px < 2)) if n else 0.0,
             "planar": float(inl.mean()) if n and H is not None else 0.0, "pose_err": float(np.median(errs))}
@@ -76,7 +76,7 @@ def main() -> None:
         row = {"pair": f"{i}-{j}", "rotation": rotation_error_deg(R, np.eye(3))}
         for name, method in methods.items():
             k0, k1 = (np.asarray(k, np.float64).reshape(-1, 2) for k in method(gray(i), gray(j)))
-            row[name] = pair_stats(k0, k1, frames[i].K, frames[j].K, R, t, a.trials)
+            row[name] = pair_stats(k0, k1, frames[i].K, frames[j].K, R, t, a.trials, pose_threshold_px(gray(i).shape))
         rows.append(row)
         print(row["pair"], " ".join(f"{m}: {row[m]['pose_err']:.1f}°" for m in methods), file=sys.stderr)
 

@@ -69,8 +69,9 @@ class IMAMatch:
         """Match two images (paths, arrays, PIL images or tensors; sizes may differ).
 
         With intrinsics ``K0`` and ``K1`` (3×3, original pixels) the relative pose is estimated too
-        (:func:`imamatch.pose.estimate_relative_pose`, with bundle adjustment if ``refine_pose``) and returned
-        as ``R``, ``t`` (unit), ``pose_success`` and ``inliers``.
+        (:func:`imamatch.pose.estimate_relative_pose`: PoseLib's LO-RANSAC with a threshold of 1 px at the
+        matching resolution, then bundle adjustment if ``refine_pose``) and returned as ``R``, ``t`` (unit),
+        ``pose_success`` and ``inliers``.
 
         Returns numpy arrays: ``keypoints0``/``keypoints1`` ``(N, 2)`` (x, y) in each original image's
         pixels, ``confidence`` ``(N,)`` (coarse dual-softmax), ``fine_prob`` ``(N,)`` (classification peak),
@@ -113,7 +114,8 @@ class IMAMatch:
         }
         if K0 is not None:
             pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
-                                          confidence=result["confidence"], refine=refine_pose)
+                                          confidence=result["confidence"], refine=refine_pose,
+                                          threshold_px=max(*p0.scale, *p1.scale))  # 1 px where we matched
             result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers)
         return result
 

@@ -38,7 +38,15 @@ class _ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        if self.bn.training:
+            return self.bn(self.conv(x))
+        # running statistics: the BatchNorm folded into the convolution's weights (one pass over the map less)
+        bn = self.bn
+        gain = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * gain
+        if isinstance(self.conv, DeformConv3x3):
+            return self.conv(x, self.conv.regular_conv.weight * gain[:, None, None, None], bias)
+        return F.conv2d(x, self.conv.weight * gain[:, None, None, None], bias, padding=1)
 
 
 class _PlainBlock(nn.Module):
@@ -98,26 +106,30 @@ class LocalFeatureBackbone(nn.Module):
         result is the same and the full-resolution and block-2 maps never exist whole."""
         h2 = image.shape[-2] // 2
         if torch.is_grad_enabled() or h2 <= strip:
-            return self._half_res_rows(image, 0, h2, 0, h2)
+            p1, p2, pooled = self._half_res_rows(image, 0, h2, 0, h2)
+            return torch.cat([p1, p2], dim=1), pooled
         if strip % 4:
             raise ValueError(f"strip must be a multiple of 4 half-res rows, got {strip}")
         fine = pooled = None
+        channels = self.proj[0].out_channels + self.proj[1].out_channels
         for lo, hi, r0, r1 in strip_ranges(h2, strip, halo=2):  # block 2's two 3×3 convs
-            f, p = self._half_res_rows(image, lo, hi, r0, r1)
-            fine, pooled = paste_rows(fine, f, r0, h2), paste_rows(pooled, p, r0 // 4, h2 // 4)
+            p1, p2, p = self._half_res_rows(image, lo, hi, r0, r1)
+            fine = paste_rows(fine, p1, r0, h2, channels=channels)
+            fine = paste_rows(fine, p2, r0, h2, channel=p1.shape[1])
+            pooled = paste_rows(pooled, p, r0 // 4, h2 // 4)
         return fine, pooled
 
     def _half_res_rows(self, image: torch.Tensor, lo: int, hi: int, r0: int,
-                       r1: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`half_res` for half-res rows ``r0:r1``, computed from rows ``lo:hi`` (its halo)."""
+                       r1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Half-res rows ``r0:r1`` of the two projections ``p1``, ``p2`` (the 1/2 skip is ``[p1, p2]``) and of
+        block 2's output pooled to 1/8 (rows ``r0/4:r1/4``), computed from rows ``lo:hi`` (its halo)."""
         h = image.shape[-2]
         flo, fhi = max(0, 2 * lo - 2), min(h, 2 * hi + 2)  # full-resolution rows block 1 reads
         x1 = self.block1(image[:, :, flo:fhi].expand(-1, 3, -1, -1))
         x1 = F.avg_pool2d(x1[:, :, 2 * lo - flo:2 * hi - flo], 2)                  # half-res rows lo:hi
         x2 = self.block2(x1)[:, :, r0 - lo:r1 - lo]
         x1 = x1[:, :, r0 - lo:r1 - lo]
-        fine = torch.cat([F.selu(self.proj[0](x1)), F.selu(self.proj[1](x2))], dim=1)
-        return fine, F.avg_pool2d(x2, 4)
+        return F.selu(self.proj[0](x1)), F.selu(self.proj[1](x2)), F.avg_pool2d(x2, 4)
 
     @staticmethod
     def aliked_key_map(key: str) -> str | None:

@@ -25,24 +25,21 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
         ``(B, O, H, W)``.
     """
     b, c, h, w = x.shape
-    ys = torch.arange(h, dtype=x.dtype, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, w)
-    samples = []
-    for k in range(9):
-        ky, kx = divmod(k, 3)
-        py = ys + (ky - 1) + offset[:, 2 * k]
-        px = xs + (kx - 1) + offset[:, 2 * k + 1]
-        # normalised coordinates for grid_sample with align_corners=True
-        gx = 2.0 * px / max(w - 1, 1) - 1.0
-        gy = 2.0 * py / max(h - 1, 1) - 1.0
-        grid = torch.stack([gx, gy], dim=-1)
-        samples.append(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
-                                     align_corners=True))
-    cols = torch.stack(samples, dim=2)  # B, C, 9, H, W
-    out = torch.einsum("bckhw,ock->bohw", cols, weight.reshape(weight.shape[0], c, 9))
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+    ys = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
+    taps = torch.arange(9, device=x.device)
+    ty = (taps // 3 - 1).to(x.dtype).view(1, 9, 1, 1)
+    tx = (taps % 3 - 1).to(x.dtype).view(1, 9, 1, 1)
+    py = ys + ty + offset[:, 0::2]                                      # B, 9, H, W
+    px = xs + tx + offset[:, 1::2]
+    # all nine taps in one grid_sample (normalised coordinates, align_corners=True), stacked along rows
+    grid = torch.stack([2.0 * px / max(w - 1, 1) - 1.0, 2.0 * py / max(h - 1, 1) - 1.0], dim=-1)
+    cols = F.grid_sample(x, grid.view(b, 9 * h, w, 2), mode="bilinear", padding_mode="zeros",
+                         align_corners=True)                            # B, C, 9·H, W = (B, C·9, H·W)
+    # (B, H·W, O) = colsᵀ · Wᵀ, viewed as a channels-last (B, O, H, W) map like the convolutions around it
+    out = torch.matmul(cols.reshape(b, c * 9, h * w).transpose(1, 2), weight.reshape(weight.shape[0], c * 9).T)
+    out = out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 class DeformConv3x3(nn.Module):
@@ -53,8 +50,12 @@ class DeformConv3x3(nn.Module):
         self.offset_conv = nn.Conv2d(cin, 18, 3, padding=1, bias=True)
         self.regular_conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight``/``bias``: used instead of the layer's own (e.g. with a BatchNorm folded in)."""
         h, w = x.shape[-2:]
         limit = max(h, w) / 4.0
         offset = self.offset_conv(x).clamp(-limit, limit)
-        return deform_conv3x3(x, offset, self.regular_conv.weight, self.regular_conv.bias)
+        if weight is None:
+            weight, bias = self.regular_conv.weight, self.regular_conv.bias
+        return deform_conv3x3(x, offset, weight, bias)

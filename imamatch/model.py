@@ -162,6 +162,7 @@ class IMAMatchNet(nn.Module):
             o0, o1 = self.backbone(image0), self.backbone(image1)
             c0, c1 = (self.coarse_in(F.normalize(o.coarse, dim=1)) for o in (o0, o1))
             skips0, skips1 = o0.skips, o1.skips
+            del o0, o1  # the skips are then released one image at a time below
         if (valid0 is None) != (valid1 is None):
             raise ValueError("give both validity masks or neither")
         c0, c1 = self.transformer(c0, c1, valid0, valid1)
@@ -169,7 +170,9 @@ class IMAMatchNet(nn.Module):
             f0, f1 = self.top_down(torch.cat([c0, c1]), {s: torch.cat([skips0[s], skips1[s]]) for s in skips0},
                                    torch.cat([image0, image1])).chunk(2)
         else:
-            f0, f1 = self.top_down(c0, skips0, image0), self.top_down(c1, skips1, image1)
+            f0 = self.top_down(c0, skips0, image0)
+            skips0 = {}  # image 0's 1/2-res skip is no longer needed while image 1's fine map is built
+            f1 = self.top_down(c1, skips1, image1)
         grid0, grid1 = tuple(c0.shape[-2:]), tuple(c1.shape[-2:])
         c0, c1 = c0.flatten(2).transpose(1, 2), c1.flatten(2).transpose(1, 2)
         m0 = None if valid0 is None else valid0.flatten(1)

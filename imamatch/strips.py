@@ -5,16 +5,18 @@ from __future__ import annotations
 import torch
 
 
-def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: int) -> torch.Tensor:
-    """Write ``part`` ``(B, C, h, W)`` into rows ``r0:r0+h`` of ``out`` ``(B, C, height, W)`` and return ``out``,
-    allocated on the first call (``out`` None) in ``part``'s memory format. Assembling strips this way keeps one
-    full-size buffer alive instead of the strips plus their concatenation."""
+def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: int, channel: int = 0,
+               channels: int | None = None) -> torch.Tensor:
+    """Write ``part`` ``(B, C, h, W)`` into rows ``r0:r0+h`` and channels ``channel:channel+C`` of ``out``
+    ``(B, channels, height, W)`` and return ``out``, allocated on the first call (``out`` None; ``channels``
+    defaults to C) in ``part``'s memory format. Assembling strips this way keeps one full-size buffer alive
+    instead of the strips plus their concatenation."""
     if out is None:
         channels_innermost = part.shape[1] > 1 and part.stride(1) == 1  # a row slice of a channels-last map
         fmt = torch.channels_last if channels_innermost else torch.contiguous_format
-        out = torch.empty((part.shape[0], part.shape[1], height, part.shape[3]), dtype=part.dtype,
+        out = torch.empty((part.shape[0], channels or part.shape[1], height, part.shape[3]), dtype=part.dtype,
                           device=part.device, memory_format=fmt)
-    out[:, :, r0:r0 + part.shape[2]] = part
+    out[:, channel:channel + part.shape[1], r0:r0 + part.shape[2]] = part
     return out
 
 

@@ -34,6 +34,18 @@ def test_focus_kernel_keeps_norm_and_sharpens():
     assert (y[0, 2] / y.sum()) > (base[0, 2] / base.sum())
 
 
+def test_query_norm_cancels_in_the_attention():
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, n, 4, generator=g, dtype=torch.float64) for n in (6, 9, 9))
+    q[..., 0] = q[..., 0].abs() + 0.1  # (a query with no positive entry is ~0 after the ReLU: ε decides both)
+    s = torch.randn(4, generator=g, dtype=torch.float64)
+    kk = focus_kernel(k, s, 3.0)
+    kept = linear_attention(focus_kernel(q, s, 3.0), kk, v)
+    skipped = linear_attention(focus_kernel(q, s, 3.0, keep_norm=False), kk, v)
+    assert not torch.allclose(focus_kernel(q, s, 3.0), focus_kernel(q, s, 3.0, keep_norm=False))
+    torch.testing.assert_close(skipped, kept, rtol=1e-5, atol=1e-8)
+
+
 def test_focused_attention_gradcheck():
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(1, 1, 4, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))

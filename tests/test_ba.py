@@ -31,14 +31,18 @@ def err(est, R, t):
 
 def test_ba_lowers_pose_error_with_outliers():
     rng = np.random.default_rng(0)
-    e_ransac, e_ba = [], []
+    e_ransac, e_ba, e_poselib, e_poselib_ba = [], [], [], []
     for _ in range(12):
         p0, p1, R, t = scene(rng)
-        e_ransac.append(err(estimate_relative_pose(p0, p1, K, K, refine=False), R, t))
-        est = estimate_relative_pose(p0, p1, K, K, refine=True)
+        e_ransac.append(err(estimate_relative_pose(p0, p1, K, K, refine=False, method="magsac"), R, t))
+        est = estimate_relative_pose(p0, p1, K, K, refine=True, method="magsac")
         assert est.success
         e_ba.append(err(est, R, t))
+        e_poselib.append(err(estimate_relative_pose(p0, p1, K, K, refine=False), R, t))  # refines on its own
+        e_poselib_ba.append(err(estimate_relative_pose(p0, p1, K, K, refine=True), R, t))
     assert np.median(e_ba) < 0.7 * np.median(e_ransac), (np.median(e_ba), np.median(e_ransac))
+    assert np.median(e_poselib) < 0.7 * np.median(e_ransac), (np.median(e_poselib), np.median(e_ransac))
+    assert np.median(e_poselib_ba) < 1.1 * np.median(e_poselib), (np.median(e_poselib_ba), np.median(e_poselib))
 
 
 def test_converges_from_perturbed_start():
@@ -126,3 +130,16 @@ def test_pose_loss_gradients_reach_keypoints_and_confidences():
         w[0, :4] = 1e-3
         better = pose_loss(k0, k1, w, Kt, Kt, torch.as_tensor(R)[None], torch.as_tensor(t)[None])
     assert better < loss
+
+
+@pytest.mark.parametrize("method", ["poselib", "magsac", "ransac"])
+def test_every_estimator_recovers_the_pose_convention(method):
+    rng = np.random.default_rng(5)
+    p0, p1, R, t = scene(rng, noise=0.3, outliers=0.3)
+    est = estimate_relative_pose(p0, p1, K, K, refine=False, method=method)
+    assert est.success and err(est, R, t) < 1.0  # x1 = R x0 + t with unit t
+    assert est.inliers[:90].mean() < 0.1 and est.inliers[90:].mean() > 0.9  # the first 30 % are outliers
+    again = estimate_relative_pose(p0, p1, K, K, refine=False, method=method)
+    np.testing.assert_array_equal(again.R, est.R)  # deterministic
+    with pytest.raises(ValueError, match="unknown pose method"):
+        estimate_relative_pose(p0, p1, K, K, method="lmeds")

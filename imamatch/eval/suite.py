@@ -23,6 +23,7 @@ from ..pose import estimate_homography, estimate_relative_pose
 from .metrics import error_auc, homography_corner_error, pose_error_deg
 
 Method = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+WORKING_SIDE = 640  # long side the benchmark's matchers see (benchmarks/bench_shared.py)
 
 
 def _rss_kib() -> int:
@@ -147,12 +148,20 @@ def eval_stereo(method: Method, root: Path, timer: Timer) -> dict[str, float]:
     return out
 
 
+def pose_threshold_px(shape: tuple[int, ...], working_side: int = WORKING_SIDE) -> float:
+    """RANSAC threshold in an image's own pixels: 1 px at the resolution the matchers work at (a long side of
+    ``working_side``), e.g. 3 px for the 1920-px phone frames matched at 640 px."""
+    return max(shape[:2]) / working_side
+
+
 def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None = None,
-               prefix: str = "fox", trials: int = 1) -> dict[str, float]:
+               prefix: str = "fox", trials: int = 1, working_side: int = WORKING_SIDE) -> dict[str, float]:
     """A posed sequence (``transforms.json`` or a COLMAP model), undistorted: relative pose AUC@5/10/20° on the
-    fixed pair list of :func:`select_pairs`. ``refine`` None: both without (``<prefix>_auc*``) and with bundle adjustment
-    (``<prefix>_ba_auc*``, plus ``<prefix>_ba_s`` seconds per pair) from the same matches; True/False: one.
-    ``trials`` > 1: the AUC pools that many RANSAC runs per pair (:func:`shuffled_trials`)."""
+    fixed pair list of :func:`select_pairs`, poses by :func:`estimate_relative_pose` (PoseLib) with a threshold
+    of 1 px at ``working_side`` (:func:`pose_threshold_px`). ``refine`` None: both without (``<prefix>_auc*``)
+    and with bundle adjustment (``<prefix>_ba_auc*``, plus ``<prefix>_ba_s`` seconds per pair) from the same
+    matches; True/False: one. ``trials`` > 1: the AUC pools that many RANSAC runs per pair (shuffled orders of
+    the matches, :func:`shuffled_trials`)."""
     frames = load_posed(_require(folder))
     pairs = select_pairs(frames)
     cache: dict[int, np.ndarray] = {}
@@ -171,7 +180,8 @@ def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None =
         for order in shuffled_trials(len(k0), trials):
             for use_ba, tag in variants.items():
                 t = time.perf_counter()
-                est = estimate_relative_pose(k0[order], k1[order], frames[i].K, frames[j].K, threshold_px=1.0,
+                est = estimate_relative_pose(k0[order], k1[order], frames[i].K, frames[j].K,
+                                             threshold_px=pose_threshold_px(gray(i).shape, working_side),
                                              refine=use_ba)
                 if use_ba:
                     ba_time += (time.perf_counter() - t) / trials
