@@ -77,6 +77,7 @@ class LocalFeatureBackbone(nn.Module):
     widths = (16, 32, 64, 128)
     coarse_dim = 128
     skip_dims = {2: 64}
+    store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) 1/2 skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -114,7 +115,7 @@ class LocalFeatureBackbone(nn.Module):
         channels = self.proj[0].out_channels + self.proj[1].out_channels
         for lo, hi, r0, r1 in strip_ranges(h2, strip, halo=2):  # block 2's two 3×3 convs
             p1, p2, p = self._half_res_rows(image, lo, hi, r0, r1)
-            fine = paste_rows(fine, p1, r0, h2, channels=channels)
+            fine = paste_rows(fine, p1, r0, h2, channels=channels, dtype=self.store_dtype)
             fine = paste_rows(fine, p2, r0, h2, channel=p1.shape[1])
             pooled = paste_rows(pooled, p, r0 // 4, h2 // 4)
         return fine, pooled

@@ -47,6 +47,8 @@ class MatcherConfig:
     # neighbourhood agreement (imamatch.neighbourhood; no weights)
     neighbour_max_residual: float | None = 1.0  # drop matches this far (input px) from their neighbours' affine map
     neighbour_reach: tuple[int, ...] = (1, 2, 4)  # neighbourhood radii (1/8 cells), the first that can judge
+    # inference memory
+    store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     # input
     resize: int | None = 640          # long side the images are resized to (None: keep)
     max_matches: int | None = None    # keep the most confident ones

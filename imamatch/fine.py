@@ -39,17 +39,17 @@ def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: 
     src = fmap if isinstance(fmap, WindowSource) else WindowSource.of(fmap)
     n, c = centres.shape[0], src.flat.shape[1]
     if n == 0:
-        return src.flat.new_zeros(0, size * size, c)
+        return centres.new_zeros(0, size * size, c)
     h, w = src.height, src.width
     corner = centres - (size - 1) / 2                                   # first window position, (x, y)
     base = torch.floor(corner)
-    frac = (corner - base).to(src.flat.dtype)
+    frac = corner - base
     t = torch.arange(size + 1, device=centres.device)
     far = 2 * (h + w + size)  # beyond any map position; keeps the integer conversion in range
     px = base[:, 0].clamp(-far, far).long()[:, None] + t                 # N, size+1
     py = base[:, 1].clamp(-far, far).long()[:, None] + t
     idx = (b.long() * (h * w))[:, None, None] + py.clamp(0, h - 1)[:, :, None] * w + px.clamp(0, w - 1)[:, None, :]
-    patch = src.flat.index_select(0, idx.reshape(-1)).view(n, size + 1, size + 1, c)
+    patch = src.flat.index_select(0, idx.reshape(-1)).view(n, size + 1, size + 1, c).to(centres.dtype)
     in_x, in_y = (px >= 0) & (px < w), (py >= 0) & (py < h)
     crossing = (~(in_x.all(1) & in_y.all(1))).nonzero()[:, 0]
     if len(crossing):  # zero the positions outside the map (read clamped above)

@@ -58,6 +58,8 @@ class TopDown(nn.Module):
     """FPN-like path from the attended 1/8 map back to 1/2: upsample, add lateral skips (at 1/2 also a small
     stem on the raw pixels, space-to-depth 2×2, for pixel-level detail), then depthwise-separable blocks."""
 
+    store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) output
+
     def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2) -> None:
         super().__init__()
         self.strides = sorted(skip_dims, reverse=True)
@@ -86,7 +88,7 @@ class TopDown(nn.Module):
         out = None
         for lo, hi, r0, r1 in strip_ranges(h, strip, halo):
             y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi)))
-            out = paste_rows(out, y[:, :, r0 - lo:r1 - lo], r0, h)
+            out = paste_rows(out, y[:, :, r0 - lo:r1 - lo], r0, h, dtype=self.store_dtype)
         return out
 
     def _merge(self, s: int, x: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, lo: int,
@@ -94,10 +96,15 @@ class TopDown(nn.Module):
         """Rows ``lo:hi`` of level ``s``: ``x`` upsampled to the skip's size plus the lateral projection of the
         skip (at stride 2 with the pixel stem's features)."""
         size = (skip.shape[-2], skip.shape[-1])
-        skip = skip[:, :, lo:hi]
-        if s == 2:
-            skip = torch.cat([skip, self.pixel_stem(F.pixel_unshuffle(image[:, :, 2 * lo:2 * hi], 2))], dim=1)
-        return self.lateral[str(s)](skip).add_(upsample_rows(x, size, lo, hi))
+        skip = skip[:, :, lo:hi].to(x.dtype)  # (stored in float16 at inference, see MatcherConfig.store_fp16)
+        lateral = self.lateral[str(s)]
+        if s != 2:
+            return lateral(skip).add_(upsample_rows(x, size, lo, hi))
+        # the lateral 1×1 conv of [skip, pixel stem] as the sum of its two halves (no concatenated copy)
+        stem = self.pixel_stem(F.pixel_unshuffle(image[:, :, 2 * lo:2 * hi], 2))
+        c = skip.shape[1]
+        out = F.conv2d(skip, lateral.weight[:, :c], lateral.bias)
+        return out.add_(F.conv2d(stem, lateral.weight[:, c:])).add_(upsample_rows(x, size, lo, hi))
 
 
 def upsample_rows(x: torch.Tensor, size: tuple[int, int], lo: int, hi: int) -> torch.Tensor:
@@ -141,6 +148,9 @@ class IMAMatchNet(nn.Module):
         self.transformer = CoarseTransformer(conf.dim, conf.heads, conf.n_blocks, tuple(conf.scales),
                                              conf.focus_power, conf.separable_qkv)
         self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim)
+        # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
+        for mod in (self.backbone, self.top_down):
+            mod.store_dtype = torch.float16 if conf.store_fp16 else torch.float32
         self.fine = FineMatcher(conf.fine_dim, conf.fine_window, conf.fine_bound,
                                 conf.refine_window, conf.refine_bound, conf.refine_iters,
                                 conf.consistency_radius, conf.consistency_min_prob)

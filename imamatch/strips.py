@@ -6,15 +6,15 @@ import torch
 
 
 def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: int, channel: int = 0,
-               channels: int | None = None) -> torch.Tensor:
+               channels: int | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Write ``part`` ``(B, C, h, W)`` into rows ``r0:r0+h`` and channels ``channel:channel+C`` of ``out``
     ``(B, channels, height, W)`` and return ``out``, allocated on the first call (``out`` None; ``channels``
-    defaults to C) in ``part``'s memory format. Assembling strips this way keeps one full-size buffer alive
+    defaults to C, ``dtype`` to ``part``'s) in ``part``'s memory format. Assembling strips this way keeps one full-size buffer alive
     instead of the strips plus their concatenation."""
     if out is None:
         channels_innermost = part.shape[1] > 1 and part.stride(1) == 1  # a row slice of a channels-last map
         fmt = torch.channels_last if channels_innermost else torch.contiguous_format
-        out = torch.empty((part.shape[0], channels or part.shape[1], height, part.shape[3]), dtype=part.dtype,
+        out = torch.empty((part.shape[0], channels or part.shape[1], height, part.shape[3]), dtype=dtype or part.dtype,
                           device=part.device, memory_format=fmt)
     out[:, channel:channel + part.shape[1], r0:r0 + part.shape[2]] = part
     return out

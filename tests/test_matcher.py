@@ -85,3 +85,19 @@ def test_relative_pose_on_the_posed_sequence(matcher, shared):
     assert pose_error_deg(out["R"], out["t"], R_gt, t_gt) < 5.0
     with pytest.raises(ValueError, match="K1"):
         matcher.match(a, b, K0=frames[i].K, K1=np.eye(2))
+
+
+def test_half_precision_storage_keeps_the_matches(matcher):
+    from imamatch import IMAMatch
+
+    left, right, _ = data.stereo_motorcycle()
+    assert matcher.conf.store_fp16
+    half = matcher.match(left, right)
+    full = IMAMatch.from_pretrained(store_fp16=False).match(left, right)
+    assert abs(len(half["keypoints0"]) - len(full["keypoints0"])) < 0.01 * len(full["keypoints0"])
+    common = {tuple(k) for k in np.round(full["keypoints0"], 3)} & {tuple(k) for k in np.round(half["keypoints0"], 3)}
+    assert len(common) > 0.98 * len(full["keypoints0"])
+    idx = {tuple(k): i for i, k in enumerate(np.round(full["keypoints0"], 3))}
+    pairs = [(idx[tuple(k)], i) for i, k in enumerate(np.round(half["keypoints0"], 3)) if tuple(k) in idx]
+    moved = np.hypot(*(full["keypoints1"][[a for a, _ in pairs]] - half["keypoints1"][[b for _, b in pairs]]).T)
+    assert np.median(moved) < 0.01 and np.mean(moved < 0.1) > 0.98

@@ -47,3 +47,28 @@ print(kept - _rss_kib())
     freed_kib = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                    env={**os.environ, "IMAMATCH_MALLOC": ""}).stdout.strip())
     assert freed_kib > 300_000, freed_kib
+
+
+def _touch_and_free(mib: int) -> None:
+    """Fault in ``mib`` MiB of fresh pages (an anonymous mapping, whatever malloc keeps) and unmap them."""
+    import mmap
+
+    m = mmap.mmap(-1, mib * 2**20)
+    m.write(b"\x01" * (mib * 2**20))
+    m.close()
+
+
+def test_peak_rss_sees_a_short_allocation():
+    from imamatch.eval.suite import PeakRSS
+
+    with PeakRSS() as mem:
+        _touch_and_free(100)
+    assert 90 < mem.peak_mib < 400
+    with PeakRSS() as idle:
+        pass
+    assert idle.peak_mib < 20
+    with PeakRSS() as outer:
+        _touch_and_free(100)
+        with PeakRSS() as inner:  # resets the kernel's mark; the outer peak must survive
+            pass
+    assert inner.peak_mib < 20 and outer.peak_mib > 90
