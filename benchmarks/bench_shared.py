@@ -63,6 +63,17 @@ def imamatch_method(matcher: IMAMatch):
     return run
 
 
+def fox_arguments(doc: str, out_name: str) -> argparse.ArgumentParser:
+    """The command line shared by the per-pair fox tools: ``--data``, ``--out`` (default results/OUT_NAME),
+    ``--no-peers``, ``--trials``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / out_name)
+    ap.add_argument("--no-peers", action="store_true", help="only imamatch and SIFT")
+    ap.add_argument("--trials", type=int, default=5, help="RANSAC runs per pair (shuffled orders of the matches)")
+    return ap
+
+
 def warm_up(method) -> None:
     method(np.random.default_rng(0).random((480, 640), dtype=np.float32),
            np.random.default_rng(1).random((480, 640), dtype=np.float32))

@@ -10,7 +10,6 @@ Writes a markdown table, a JSON file and a plot of pose error against rotation b
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shared import LONG_SIDE, imamatch_method, sift_method  # noqa: E402
+from bench_shared import LONG_SIDE, fox_arguments, imamatch_method, sift_method  # noqa: E402
 
 from imamatch import IMAMatch  # noqa: E402
 from imamatch.data.posed import load_posed, relative_pose, select_pairs, undistorted_image  # noqa: E402
@@ -50,11 +49,7 @@ def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "fox_pairs.md")
-    ap.add_argument("--no-peers", action="store_true", help="only imamatch and SIFT")
-    ap.add_argument("--trials", type=int, default=5)
+    ap = fox_arguments(__doc__, "fox_pairs.md")
     a = ap.parse_args()
     torch.set_num_threads(2)
     frames = load_posed(a.data / "fox")

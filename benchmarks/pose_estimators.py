@@ -12,7 +12,6 @@ AUC@5/10/20° per method × estimator × threshold as a markdown table and JSON 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shared import LONG_SIDE, imamatch_method, sift_method  # noqa: E402
+from bench_shared import LONG_SIDE, fox_arguments, imamatch_method, sift_method  # noqa: E402
 
 from imamatch import IMAMatch  # noqa: E402
 from imamatch.data.posed import load_posed, relative_pose, select_pairs, undistorted_image  # noqa: E402
@@ -48,11 +47,7 @@ def pose_aucs(matches: list[tuple[np.ndarray, np.ndarray]], frames, pairs, estim
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pose_estimators.md")
-    ap.add_argument("--no-peers", action="store_true", help="only imamatch and SIFT")
-    ap.add_argument("--trials", type=int, default=5)
+    ap = fox_arguments(__doc__, "pose_estimators.md")
     ap.add_argument("--only", help="semicolon-separated method names (PoseLib at low thresholds on matches with many "
                                    "outliers runs its full 100 000 iterations: XFeat takes ~20 min)")
     a = ap.parse_args()
