@@ -90,9 +90,9 @@ def main() -> None:
                        f"(median planar share of those {100 * planar:.0f} %, of all pairs "
                        f"{100 * np.median([r[m]['planar'] for r in rows]):.0f} %)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text("# Fox relative pose, pair by pair\n\n`python benchmarks/fox_pairs.py` (640 px, MAGSAC "
-                     "essential matrix at 1 px, median error of 5 RANSAC runs; *planar*: share of the matches one "
-                     "homography explains at 3 px).\n\n" + "\n".join(summary) + "\n\n" + "\n".join(lines) + "\n")
+    a.out.write_text("# Fox relative pose, pair by pair\n\n`python benchmarks/fox_pairs.py` (640 px, PoseLib "
+                     "essential matrix at 1 px of the matching resolution, median error of 5 RANSAC runs; *planar*: "
+                     "share of the matches one homography explains at 3 px).\n\n" + "\n".join(summary) + "\n\n" + "\n".join(lines) + "\n")
     a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     plot(rows, names, a.out.with_suffix(".png"))
     print("\n".join(summary))
