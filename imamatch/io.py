@@ -104,9 +104,9 @@ def to_gray(src: ImageInput, name: str | None = None, max_side: int | None = Non
         top = 65535.0 if arr.dtype in (np.uint16, np.int32, np.int64, np.uint32) and arr.max() > 255 else 255.0
         arr = arr.astype(np.float32) / top
     elif np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
             raise ImageError(f"{label}: image contains NaN or inf values")
+        arr = np.clip(arr, -1e30, 1e30).astype(np.float32)  # finite float64 beyond float32's range stays finite
     else:
         raise ImageError(f"{label}: unsupported array dtype {arr.dtype}")
     if arr.ndim == 3:

@@ -115,3 +115,14 @@ def test_fuzz_arrays(arr):
     except ImageError:
         return
     assert a.ndim == 2 and a.dtype == np.float32 and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+
+
+def test_huge_finite_floats_are_clipped_not_rejected():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the float32 cast
+        a = to_gray(np.array([[1e300, -1e300], [0.5, 2.0]]))
+    np.testing.assert_array_equal(a, np.array([[1.0, 0.0], [0.5, 1.0]], np.float32))
+    with pytest.raises(ImageError, match="NaN or inf"):
+        to_gray(np.array([[np.inf, 0.0]]))
