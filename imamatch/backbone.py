@@ -42,11 +42,13 @@ class _ConvBN(nn.Module):
             return self.bn(self.conv(x))
         # running statistics: the BatchNorm folded into the convolution's weights (one pass over the map less)
         bn = self.bn
+        conv = self.conv.regular_conv if isinstance(self.conv, DeformConv3x3) else self.conv
         gain = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        bias = bn.bias - bn.running_mean * gain
+        bias = bn.bias + ((0 if conv.bias is None else conv.bias) - bn.running_mean) * gain
+        weight = conv.weight * gain[:, None, None, None]
         if isinstance(self.conv, DeformConv3x3):
-            return self.conv(x, self.conv.regular_conv.weight * gain[:, None, None, None], bias)
-        return F.conv2d(x, self.conv.weight * gain[:, None, None, None], bias, padding=1)
+            return self.conv(x, weight, bias)
+        return F.conv2d(x, weight, bias, padding=1)
 
 
 class _PlainBlock(nn.Module):

@@ -43,3 +43,23 @@ def test_training_path_keeps_gradients():
     out = bb(torch.rand(1, 1, 64, 64))  # with autograd: one pass, no strips
     (out.coarse.sum() + out.skips[2].sum()).backward()
     assert bb.block1.a.conv.weight.grad is not None and bb.block2.a.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("deform", [False, True])
+def test_batchnorm_folded_into_the_convolution_at_inference(deform):
+    from imamatch.backbone import _ConvBN
+
+    torch.manual_seed(0)
+    layer = _ConvBN(6, 8, deform)
+    conv = layer.conv.regular_conv if deform else layer.conv
+    conv.bias = torch.nn.Parameter(torch.randn(8))  # (ALIKED's have none; the fold must not depend on that)
+    layer.bn.running_mean.normal_()
+    layer.bn.running_var.uniform_(0.5, 2.0)
+    torch.nn.init.normal_(layer.bn.weight)
+    torch.nn.init.normal_(layer.bn.bias)
+    x = torch.randn(2, 6, 9, 11)
+    with torch.no_grad():
+        layer.eval()
+        folded = layer(x)
+        unfolded = layer.bn(layer.conv(x))  # conv with its own weights, then BatchNorm with running statistics
+    torch.testing.assert_close(folded, unfolded, atol=1e-5, rtol=1e-5)
