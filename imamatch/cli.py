@@ -44,6 +44,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int, help="pairs per step and process")
     p.add_argument("--size", type=int, help="training crop side / long side (px)")
+    p.add_argument("--perspective", type=float,
+                   help="homography pairs: max corner displacement as a fraction of the side (default 0.25)")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--clip", type=float, help="gradient-norm clipping")
@@ -64,7 +66,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # TrainConfig fields set by flags of the same name (None: not given, the config's value stands)
 _TRAIN_FLAGS = ("dataset", "root", "index", "index_list", "min_overlap", "pairs_per_scene", "device", "preset",
-                "steps", "batch", "size", "lr", "weight_decay", "clip", "warmup", "schedule", "decay_every", "decay",
+                "steps", "batch", "size", "perspective", "lr", "weight_decay", "clip", "warmup", "schedule", "decay_every", "decay",
                 "seed", "ckpt_every", "init", "init_aliked", "threads", "max_minutes")
 
 

@@ -53,9 +53,9 @@ def _parse(*argv):
 
 def test_cli_flags_override_the_preset():
     cfg = _parse("--config", "megadepth", "--root", "r", "--index", "i", "--out", "o", "--size", "640",
-                 "--lr", "1e-4", "--decay-every", "5", "--train-backbone", "--pose-loss", "0.5")
+                 "--lr", "1e-4", "--decay-every", "5", "--train-backbone", "--pose-loss", "0.5", "--perspective", "0.4")
     assert (cfg.dataset, cfg.root, cfg.index, cfg.out) == ("megadepth", "r", "i", "o")
-    assert (cfg.size, cfg.lr, cfg.decay_every) == (640, 1e-4, 5)  # given on the command line
+    assert (cfg.size, cfg.lr, cfg.decay_every, cfg.perspective) == (640, 1e-4, 5, 0.4)  # given on the command line
     assert (cfg.schedule, cfg.warmup, cfg.batch) == ("step", 27_600, 2)  # from the preset
     assert not cfg.freeze_backbone and cfg.loss.w_pose == 0.5
 

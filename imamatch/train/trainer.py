@@ -58,6 +58,7 @@ class TrainConfig:
     steps: int = 4000
     batch: int = 2
     size: int = 320
+    perspective: float = 0.25        # homography pairs: max corner displacement, fraction of the side
     lr: float = 4e-4
     weight_decay: float = 1e-2
     clip: float = 10.0
@@ -204,7 +205,8 @@ def _data(cfg: TrainConfig, rank: int, world: int, step: int) -> Iterator[dict[s
         photos = load_photos(cfg.folders)  # read once, shared by both kinds
         kinds = []
         if cfg.dataset != "scenes":
-            kinds.append(SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size), seed=seed, photos=photos))
+            kinds.append(SyntheticPairs(cfg.folders, WarpConfig(size=cfg.size, perspective=cfg.perspective), seed=seed,
+                                        photos=photos))
         if cfg.dataset != "synthetic":
             kinds.append(ScenePairs(cfg.folders, SceneConfig(size=cfg.size), seed=seed, photos=photos))
         streams = [iter(torch.utils.data.DataLoader(d, batch_size=cfg.batch, num_workers=0)) for d in kinds]
