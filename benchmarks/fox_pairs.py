@@ -3,8 +3,9 @@
     python benchmarks/fox_pairs.py [--data ../shared/data] [--out benchmarks/results/fox_pairs.md] [--no-peers]
 
 For each of the 40 fixed pairs (3–60° apart) and each method: matches, the share of them within 2 px (RMS of the
-two point-to-epipolar-line distances) of the ground-truth epipolar geometry, the share that one homography explains (MAGSAC, 3 px: near 1 means the matches
-lie on one plane, which leaves the essential matrix ambiguous) and the median pose error over 5 RANSAC runs.
+two point-to-epipolar-line distances) of the ground-truth epipolar geometry, the share that one homography explains
+(MAGSAC, 3 px: near 1 means the matches lie on one plane, which leaves the essential matrix ambiguous) and the median
+pose error over 5 RANSAC runs (PoseLib at 1 px of the matching resolution).
 Writes a markdown table, a JSON file and a plot of pose error against rotation beside it.
 """
 
@@ -92,7 +93,8 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("# Fox relative pose, pair by pair\n\n`python benchmarks/fox_pairs.py` (640 px, PoseLib "
                      "essential matrix at 1 px of the matching resolution, median error of 5 RANSAC runs; *planar*: "
-                     "share of the matches one homography explains at 3 px).\n\n" + "\n".join(summary) + "\n\n" + "\n".join(lines) + "\n")
+                     "share of the matches one homography explains at 3 px).\n\n" + "\n".join(summary) + "\n\n"
+                     + "\n".join(lines) + "\n")
     a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     plot(rows, names, a.out.with_suffix(".png"))
     print("\n".join(summary))

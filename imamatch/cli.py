@@ -66,8 +66,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # TrainConfig fields set by flags of the same name (None: not given, the config's value stands)
 _TRAIN_FLAGS = ("dataset", "root", "index", "index_list", "min_overlap", "pairs_per_scene", "device", "preset",
-                "steps", "batch", "size", "perspective", "lr", "weight_decay", "clip", "warmup", "schedule", "decay_every", "decay",
-                "seed", "ckpt_every", "init", "init_aliked", "threads", "max_minutes")
+                "steps", "batch", "size", "perspective", "lr", "weight_decay", "clip", "warmup", "schedule",
+                "decay_every", "decay", "seed", "ckpt_every", "init", "init_aliked", "threads", "max_minutes")
 
 
 def train_config_from_args(a: argparse.Namespace):

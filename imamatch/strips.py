@@ -9,8 +9,8 @@ def paste_rows(out: torch.Tensor | None, part: torch.Tensor, r0: int, height: in
                channels: int | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Write ``part`` ``(B, C, h, W)`` into rows ``r0:r0+h`` and channels ``channel:channel+C`` of ``out``
     ``(B, channels, height, W)`` and return ``out``, allocated on the first call (``out`` None; ``channels``
-    defaults to C, ``dtype`` to ``part``'s) in ``part``'s memory format. Assembling strips this way keeps one full-size buffer alive
-    instead of the strips plus their concatenation."""
+    defaults to C, ``dtype`` to ``part``'s) in ``part``'s memory format. Assembling strips this way keeps one
+    full-size buffer alive instead of the strips plus their concatenation."""
     if out is None:
         channels_innermost = part.shape[1] > 1 and part.stride(1) == 1  # a row slice of a channels-last map
         fmt = torch.channels_last if channels_innermost else torch.contiguous_format
