@@ -6,14 +6,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from .config import PRESETS, MatcherConfig
 from .errors import WeightsError
-from .io import ImageInput, prepare, to_gray, to_original
+from .io import ImageInput, Prepared, prepare, to_gray_sized, to_original
 from .model import IMAMatchNet
-from .pose import estimate_relative_pose
+from .pose import estimate_homography, estimate_relative_pose
 from .runtime import keep_freed_memory
 from .weights import PACKAGE_WEIGHTS, load_into, read_weights
 
@@ -78,46 +79,130 @@ class IMAMatch:
         ``densified`` ``(N,)`` bool (from the increased-matching-amount step), and the scalars
         ``num_coarse``, ``num_densified`` (coarse matches expanded), ``num_rejected`` (by the consistency check)
         ``num_polished`` (moved by the photometric sub-pixel polish) and ``num_disagreeing`` (dropped by the
-        neighbourhood-agreement filter, :mod:`imamatch.neighbourhood`).
+        neighbourhood-agreement filter, :mod:`imamatch.neighbourhood`), ``num_queries`` (fine queries), and
+        ``prealigned``: True when the matches come from the second pass for hard pairs (wide baseline, strong
+        perspective): when fewer than ``prealign_below`` of the first pass's fine queries survive the checks,
+        image 1 is warped onto image 0 by the homography its matches support (:func:`prealign_homography`),
+        matched again, and the keypoints mapped back; the pass with more matches is returned.
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
         if K0 is not None:
             K0, K1 = _intrinsics(K0, "K0"), _intrinsics(K1, "K1")
         side = self.conf.resize
-        p0 = prepare(to_gray(image0, "image0", side), side)
-        p1 = prepare(to_gray(image1, "image1", side), side)
+        g0, full0 = to_gray_sized(image0, "image0", side)
+        g1, full1 = to_gray_sized(image1, "image1", side)
+        result, px = self._match_gray(g0, g1)
+        result["prealigned"] = False
+        below = self.conf.prealign_below
+        if below is not None and len(result["keypoints0"]) < below * max(1, result["num_queries"]):
+            result = self._prealigned(g0, g1, result, px)
+        if self.conf.max_matches is not None:
+            result = {k: v[: self.conf.max_matches] if _per_match(v) else v for k, v in result.items()}
+        result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
+        result["keypoints1"] = _rescale(result["keypoints1"], g1.shape, full1)
+        if K0 is not None:
+            px_full = px * max(full0[0] / g0.shape[0], full1[0] / g1.shape[0])
+            pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
+                                          confidence=result["confidence"], refine=refine_pose,
+                                          threshold_px=px_full)  # 1 px where we matched
+            result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers)
+        return result
+
+    def _match_gray(self, g0: np.ndarray, g1: np.ndarray,
+                    cover1: np.ndarray | None = None) -> tuple[dict[str, Any], float]:
+        """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
+        ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out). Also returns
+        the size of one matching-resolution pixel in the arrays' pixels."""
+        side = self.conf.resize
+        p0, p1 = prepare(g0, side), prepare(g1, side)
+        valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
         with torch.inference_mode():
             out = self.net.match(p0.tensor.to(self.device), p1.tensor.to(self.device),
-                                 p0.valid.to(self.device), p1.valid.to(self.device))
+                                 p0.valid.to(self.device), valid1.to(self.device))
         out = {k: v.cpu().numpy() for k, v in out.items()}
         k0, k1 = out["keypoints0"], out["keypoints1"]
         inside = ((k0[:, 0] <= p0.size[1] - 0.5) & (k0[:, 1] <= p0.size[0] - 0.5)
                   & (k1[:, 0] >= -0.5) & (k1[:, 1] >= -0.5)
                   & (k1[:, 0] <= p1.size[1] - 0.5) & (k1[:, 1] <= p1.size[0] - 0.5))
-        order = np.argsort(-out["confidence"][inside], kind="stable")
-        if self.conf.max_matches is not None:
-            order = order[: self.conf.max_matches]
-        sel = np.flatnonzero(inside)[order]
-        densified = out["densified"][sel]
+        sel = np.flatnonzero(inside)[np.argsort(-out["confidence"][inside], kind="stable")]
         result = {
             "keypoints0": to_original(k0[sel], p0),
             "keypoints1": to_original(k1[sel], p1),
             "confidence": out["confidence"][sel].astype(np.float32),
             "fine_prob": out["fine_prob"][sel].astype(np.float32),
-            "densified": densified,
+            "densified": out["densified"][sel],
             "num_coarse": np.int64(out["num_coarse"]),
+            "num_queries": np.int64(out["num_fine"]),
             "num_densified": np.int64(out["num_densified"]),
             "num_rejected": np.int64(out["num_fine"] - out["num_consistent"]),
             "num_polished": np.int64(out["num_polished"]),
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
-        if K0 is not None:
-            pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
-                                          confidence=result["confidence"], refine=refine_pose,
-                                          threshold_px=max(*p0.scale, *p1.scale))  # 1 px where we matched
-            result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers)
-        return result
+        return result, max(*p0.scale, *p1.scale)
+
+    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, first: dict[str, Any], px: float) -> dict[str, Any]:
+        """Second pass for hard pairs: image 1 warped onto image 0 by the homography that the first pass's
+        matches support, matched again, keypoints mapped back. Keeps whichever pass has more matches."""
+        H = prealign_homography(first["keypoints0"], first["keypoints1"], g0.shape, threshold_px=3 * px)
+        if H is None:
+            return first
+        h0, w0 = g0.shape
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # H maps image 0's pixels to image 1's
+        warped = cv2.warpPerspective(g1, H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        cover = cv2.warpPerspective(np.ones_like(g1), H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        second, _ = self._match_gray(g0, warped, cover)
+        k1 = cv2.perspectiveTransform(second["keypoints1"].reshape(-1, 1, 2).astype(np.float64), H)
+        k1 = k1.reshape(-1, 2).astype(np.float32)
+        inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
+        if inside.sum() <= len(first["keypoints0"]):
+            return first
+        second["keypoints1"] = k1
+        second = {k: v[inside] if _per_match(v) else v for k, v in second.items()}
+        second["prealigned"] = True
+        return second
+
+
+def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int, int], threshold_px: float,
+                        min_inliers: int = 8) -> np.ndarray | None:
+    """The homography ``x1 ∝ H x0`` (3×3) that pre-aligns image 1 to image 0 for a second matching pass, or
+    None when the matches ``(N, 2)`` support none that maps image 0 (``shape0`` = (H, W)) sensibly: fewer than
+    ``min_inliers`` inliers, or the image's corners on both sides of the horizon (a fold)."""
+    if len(kpts0) < min_inliers:
+        return None
+    H, inliers = estimate_homography(kpts0, kpts1, threshold_px=threshold_px)
+    if H is None or inliers.sum() < min_inliers:
+        return None
+    h, w = shape0
+    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1], [-0.5, h - 0.5, 1]])
+    depth = corners @ H[2]
+    if not ((depth > 0).all() or (depth < 0).all()):
+        return None
+    return H
+
+
+def _covered_cells(cover: np.ndarray, prep: Prepared) -> torch.Tensor:
+    """``(1, Hp/8, Wp/8)`` bool: the 1/8 cells of a prepared image that ``cover`` ``(H, W)`` (1 = content,
+    original pixels) mostly covers."""
+    h, w = prep.size
+    small = cv2.resize(cover.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    hp, wp = prep.tensor.shape[-2:]
+    padded = np.zeros((hp, wp), np.float32)
+    padded[:h, :w] = small
+    cells = padded.reshape(hp // 8, 8, wp // 8, 8).mean((1, 3))
+    return torch.from_numpy(cells > 0.5)[None]
+
+
+def _per_match(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.ndim >= 1
+
+
+def _rescale(kpts: np.ndarray, shape: tuple[int, ...], full: tuple[int, int]) -> np.ndarray:
+    """Keypoints in the pixels of an array of ``shape`` → the pixels of the ``full``-size source."""
+    if tuple(shape) == tuple(full):
+        return kpts
+    s = np.array([full[1] / shape[1], full[0] / shape[0]], np.float32)
+    return ((kpts + 0.5) * s - 0.5).astype(np.float32)
 
 
 def _intrinsics(K: Any, name: str) -> np.ndarray:

@@ -108,6 +108,9 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-residual", type=float, default=None,
                    help="neighbourhood-agreement filter: drop matches farther than this (px at the working size) "
                         "from their neighbours' affine map (default 1.0; 0: off)")
+    p.add_argument("--prealign-below", type=float, default=None,
+                   help="match again with image 1 warped onto image 0 by the first pass's homography when fewer "
+                        "than this share of the first pass's fine queries survive (default 0.12; 0: never)")
 
 
 def _matcher(a: argparse.Namespace):
@@ -122,6 +125,8 @@ def _matcher(a: argparse.Namespace):
         over["consistency_check"] = False
     if a.max_residual is not None:
         over["neighbour_max_residual"] = a.max_residual or None
+    if a.prealign_below is not None:
+        over["prealign_below"] = a.prealign_below or None
     if a.weights:
         return IMAMatch(weights=a.weights, **over)
     return IMAMatch.from_pretrained(**over)
@@ -149,7 +154,8 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
     print(f"{n} matches ({int(res['densified'].sum())} from densified cells, {int(res['num_densified'])} of "
           f"{int(res['num_coarse'])} coarse matches densified, {int(res['num_rejected'])} rejected by the "
           f"consistency check, {int(res['num_polished'])} moved by the sub-pixel polish, "
-          f"{int(res['num_disagreeing'])} dropped by the neighbourhood check) in {dt:.2f} s")
+          f"{int(res['num_disagreeing'])} dropped by the neighbourhood check"
+          f"{', second pass on the pre-aligned image' if res['prealigned'] else ''}) in {dt:.2f} s")
     print(f"picture: {Path(out).resolve()}")
     if save:
         print(f"matches: {Path(save).resolve()}")

@@ -47,6 +47,10 @@ class MatcherConfig:
     # neighbourhood agreement (imamatch.neighbourhood; no weights)
     neighbour_max_residual: float | None = 1.0  # drop matches this far (input px) from their neighbours' affine map
     neighbour_reach: tuple[int, ...] = (1, 2, 4)  # neighbourhood radii (1/8 cells), the first that can judge
+    # hard pairs (wide baseline, strong perspective): match again with image 1 warped onto image 0 by the
+    # homography the first pass's matches support, when fewer than this share of its fine queries survive the
+    # checks (easy pairs keep 0.2-0.45; None: never; 1: always)
+    prealign_below: float | None = 0.12
     # inference memory
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     # input

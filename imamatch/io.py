@@ -31,8 +31,15 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
     """Read an image file as grayscale float32 ``(H, W)`` in [0, 1], EXIF orientation applied.
 
     ``max_side``: JPEGs are decoded at a reduced scale where that still leaves ≥ ``max_side`` pixels
-    (bounded memory for huge files). Raises :class:`ImageError` naming the file.
+    (bounded memory for huge files; :func:`read_image_sized` also gives the file's full size). Raises
+    :class:`ImageError` naming the file.
     """
+    return read_image_sized(path, max_side)[0]
+
+
+def read_image_sized(path: str | Path, max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_image` and the file's full-resolution ``(H, W)`` after EXIF orientation (larger than the
+    array's shape where the JPEG was decoded at a reduced scale)."""
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image not found: {path}")
@@ -43,8 +50,10 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
     Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
     try:
         with Image.open(path) as im:
+            full_w, full_h = im.size
             if max_side and im.format == "JPEG":
                 im.draft("L", (max_side, max_side))
+            reduced_w, reduced_h = im.size
             im = ImageOps.exif_transpose(im)
             arr = _pil_to_gray(im)
     except Image.DecompressionBombError as e:
@@ -53,7 +62,8 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
         raise ImageError(f"not an image file (format not recognised): {path}") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"corrupt or truncated image file {path}: {e}") from e
-    return arr
+    full = (full_h, full_w) if arr.shape == (reduced_h, reduced_w) else (full_w, full_h)  # EXIF swapped the axes
+    return arr, full
 
 
 def _pil_to_gray(im: Image.Image) -> np.ndarray:
@@ -71,10 +81,23 @@ def _pil_to_gray(im: Image.Image) -> np.ndarray:
 
 
 def to_gray(src: ImageInput, name: str | None = None, max_side: int | None = None) -> np.ndarray:
-    """Any supported input → grayscale float32 ``(H, W)`` in [0, 1]. Raises :class:`ImageError`."""
+    """Any supported input → grayscale float32 ``(H, W)`` in [0, 1]. Raises :class:`ImageError`.
+    ``max_side``: files may be decoded at a reduced scale (:func:`read_image`)."""
+    return to_gray_sized(src, name, max_side)[0]
+
+
+def to_gray_sized(src: ImageInput, name: str | None = None,
+                  max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`to_gray` and the source's full-resolution ``(H, W)``: the array's shape, except for files
+    decoded at a reduced scale, whose keypoints must still be given in the file's pixels."""
     label = _name(src, name)
     if isinstance(src, (str, Path)):
-        return read_image(src, max_side)
+        return read_image_sized(src, max_side)
+    gray = _array_to_gray(src, label)
+    return gray, gray.shape
+
+
+def _array_to_gray(src: Any, label: str) -> np.ndarray:
     if isinstance(src, Image.Image):
         return _pil_to_gray(ImageOps.exif_transpose(src))
     if isinstance(src, torch.Tensor):
@@ -126,8 +149,10 @@ class Prepared:
     scale: tuple[float, float]
 
 
-def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32) -> Prepared:
-    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of 32."""
+def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32,
+            original: tuple[int, int] | None = None) -> Prepared:
+    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of 32.
+    ``original``: the ``(H, W)`` that keypoints map back to (:func:`to_original`); default ``gray``'s shape."""
     h0, w0 = gray.shape
     if long_side:
         s = long_side / max(h0, w0)
@@ -141,7 +166,8 @@ def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32) -> Prep
     padded[:h, :w] = gray
     valid = torch.zeros(1, hp // 8, wp // 8, dtype=torch.bool)
     valid[:, : -(-h // 8), : -(-w // 8)] = True
-    return Prepared(torch.from_numpy(padded)[None, None], valid, (h, w), (h0, w0), (w0 / w, h0 / h))
+    H0, W0 = original or (h0, w0)
+    return Prepared(torch.from_numpy(padded)[None, None], valid, (h, w), (H0, W0), (W0 / w, H0 / h))
 
 
 def to_original(kpts: np.ndarray, prep: Prepared) -> np.ndarray:

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from imamatch.errors import ImageError
-from imamatch.io import prepare, read_image, to_gray, to_original
+from imamatch.io import prepare, read_image, read_image_sized, to_gray, to_gray_sized, to_original
 
 
 def _ramp(h=60, w=80):
@@ -92,6 +92,22 @@ def test_huge_jpeg_decodes_with_bounded_size(tmp_path):
     cv2.imwrite(str(tmp_path / "huge.jpg"), big)
     a = read_image(tmp_path / "huge.jpg", max_side=640)
     assert max(a.shape) < 20000 and max(a.shape) >= 640  # decoded at a reduced scale
+    b, full = read_image_sized(tmp_path / "huge.jpg", max_side=640)
+    assert b.shape == a.shape and full == (4000, 20000)  # keypoints map back to the file's pixels
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_reduced_decode_reports_the_full_size_after_exif(tmp_path, orientation):
+    img = Image.fromarray(np.tile(_ramp(100, 100), (12, 32)))  # 1200 × 3200
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(tmp_path / "o.jpg", exif=exif)
+    gray, full = to_gray_sized(tmp_path / "o.jpg", max_side=300)
+    expect = (1200, 3200) if orientation == 1 else (3200, 1200)  # 6 = rotate 90°: the axes swap
+    assert full == expect and max(gray.shape) < 3200
+    assert gray.shape[0] / gray.shape[1] == pytest.approx(full[0] / full[1], rel=0.01)
+    arr = np.zeros((30, 50), np.float32)
+    assert to_gray_sized(arr)[1] == (30, 50)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

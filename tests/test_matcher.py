@@ -101,3 +101,52 @@ def test_half_precision_storage_keeps_the_matches(matcher):
     pairs = [(idx[tuple(k)], i) for i, k in enumerate(np.round(half["keypoints0"], 3)) if tuple(k) in idx]
     moved = np.hypot(*(full["keypoints1"][[a for a, _ in pairs]] - half["keypoints1"][[b for _, b in pairs]]).T)
     assert np.median(moved) < 0.01 and np.mean(moved < 0.1) > 0.98
+
+
+def test_large_jpeg_keypoints_are_in_the_file_pixels(matcher, tmp_path):
+    """Files are decoded at a reduced scale for speed; the keypoints must still be in the file's pixels."""
+    from PIL import Image
+
+    big = cv2.resize(data.astronaut().mean(-1).astype(np.uint8), (2600, 2600), interpolation=cv2.INTER_CUBIC)
+    Image.fromarray(big[:2000, :2400]).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(big[48:2048, 96:2496]).save(tmp_path / "b.jpg", quality=95)  # b(x, y) = a(x + 96, y + 48)
+    out = matcher.match(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    shift = out["keypoints0"] - out["keypoints1"]
+    assert len(shift) > 200
+    np.testing.assert_allclose(np.median(shift, 0), [96, 48], atol=1.0)
+    assert out["keypoints0"][:, 0].max() > 1200  # spans the file, not the 1/2- or 1/4-scale decode
+
+
+def _strong_perspective():
+    img = data.astronaut().mean(-1).astype(np.float32) / 255  # 512 × 512
+    src = np.float32([[0, 0], [511, 0], [511, 511], [0, 511]])
+    dst = np.float32([[150, 60], [430, 0], [470, 511], [110, 420]])  # foreshortened and turned
+    H = cv2.getPerspectiveTransform(src, dst)  # image-0 pixels → image-1 pixels
+    return img, cv2.warpPerspective(img, H, (512, 512), flags=cv2.INTER_LINEAR), H
+
+
+def test_prealigned_pass_maps_matches_back_exactly():
+    """Forced second pass (always): image 1 is warped onto image 0 and matched again; the matches must come
+    back in image 1's pixels and follow the true homography."""
+    from imamatch import IMAMatch
+
+    img0, img1, H = _strong_perspective()
+    out = IMAMatch.from_pretrained(prealign_below=1.0).match(img0, img1)
+    assert out["prealigned"] and len(out["keypoints0"]) > 300
+    expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
+    err = np.linalg.norm(out["keypoints1"] - expect, axis=1)
+    assert np.median(err) < 0.5 and np.mean(err < 2) > 0.9, (np.median(err), np.mean(err < 2))
+
+
+def test_graffiti_1to6_needs_the_prealigned_pass(matcher, shared):
+    """The 60° view: one pass finds almost nothing; the homography of those few matches pre-aligns the second."""
+    from imamatch import IMAMatch
+
+    img1, img6 = shared / "graf" / "img1.png", shared / "graf" / "img6.png"
+    H_gt = np.loadtxt(shared / "graf" / "H1to6p")
+    one = IMAMatch.from_pretrained(prealign_below=None).match(img1, img6)
+    out = matcher.match(img1, img6)
+    assert not one["prealigned"] and len(one["keypoints0"]) < 100
+    assert out["prealigned"] and len(out["keypoints0"]) > 1000
+    H, _ = estimate_homography(out["keypoints0"], out["keypoints1"], threshold_px=3.0)
+    assert homography_corner_error(H, H_gt, 800, 640) < 5.0

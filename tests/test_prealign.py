@@ -1,0 +1,33 @@
+"""The homography that pre-aligns hard pairs for a second matching pass (imamatch.api.prealign_homography)."""
+
+import numpy as np
+import pytest
+
+from imamatch.api import prealign_homography
+
+
+def _project(H, pts):
+    p = np.c_[pts, np.ones(len(pts))] @ H.T
+    return p[:, :2] / p[:, 2:]
+
+
+@pytest.fixture
+def points():
+    return np.random.default_rng(0).uniform([0, 0], [640, 480], (200, 2))
+
+
+def test_recovers_the_homography_despite_outliers(points):
+    H = np.array([[0.8, 0.2, 30], [-0.1, 0.9, 12], [3e-4, -2e-4, 1]])
+    k1 = _project(H, points)
+    k1[:60] = np.random.default_rng(1).uniform([0, 0], [640, 480], (60, 2))  # 30 % wrong
+    est = prealign_homography(points, k1, (480, 640), threshold_px=3.0)
+    assert est is not None
+    np.testing.assert_allclose(_project(est / est[2, 2], points[60:]), k1[60:], atol=1e-3)
+
+
+def test_refuses_too_few_inliers_and_folds(points):
+    H = np.array([[1.0, 0, 5], [0, 1.0, -3], [0, 0, 1]])
+    assert prealign_homography(points[:7], _project(H, points[:7]), (480, 640), 3.0) is None  # < 8 inliers
+    fold = np.array([[1.0, 0, 0], [0, 1.0, 0], [-4e-3, 0, 1]])  # the horizon crosses image 0 at x = 250
+    inside = points[:, 0] < 200
+    assert prealign_homography(points[inside], _project(fold, points[inside]), (480, 640), 3.0) is None
