@@ -72,7 +72,8 @@ class IMAMatch:
         With intrinsics ``K0`` and ``K1`` (3×3, original pixels) the relative pose is estimated too
         (:func:`imamatch.pose.estimate_relative_pose`: PoseLib's LO-RANSAC with a threshold of 1 px at the
         matching resolution, then bundle adjustment if ``refine_pose``) and returned as ``R``, ``t`` (unit),
-        ``pose_success`` and ``inliers``.
+        ``pose_success``, ``inliers`` and ``pose_planar`` (the inliers lie on one plane, or the baseline is
+        near zero: the pose may be ambiguous, :class:`imamatch.pose.RelativePose`).
 
         Returns numpy arrays: ``keypoints0``/``keypoints1`` ``(N, 2)`` (x, y) in each original image's
         pixels, ``confidence`` ``(N,)`` (coarse dual-softmax), ``fine_prob`` ``(N,)`` (classification peak),
@@ -106,7 +107,8 @@ class IMAMatch:
             pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
                                           confidence=result["confidence"], refine=refine_pose,
                                           threshold_px=px_full)  # 1 px where we matched
-            result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers)
+            result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers,
+                          pose_planar=pose.planar)
         return result
 
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray,

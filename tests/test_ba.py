@@ -143,3 +143,15 @@ def test_every_estimator_recovers_the_pose_convention(method):
     np.testing.assert_array_equal(again.R, est.R)  # deterministic
     with pytest.raises(ValueError, match="unknown pose method"):
         estimate_relative_pose(p0, p1, K, K, method="lmeds")
+
+
+def test_planar_scenes_are_flagged():
+    """A plane (or no baseline) leaves the relative pose ambiguous; a 3-D scene does not."""
+    rng = np.random.default_rng(3)
+    for planar in (False, True):
+        for _ in range(4):
+            p0, p1, _, _ = scene(rng, planar=planar, outliers=0.3)
+            est = estimate_relative_pose(p0, p1, K, K, threshold_px=1.0, refine=False)
+            assert est.success and est.planar == planar
+    p0, p1, _, _ = scene(rng, baseline=1e-6)  # pure rotation: one homography maps everything
+    assert estimate_relative_pose(p0, p1, K, K, threshold_px=1.0).planar
