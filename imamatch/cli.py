@@ -41,6 +41,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints, log; resumes if it holds one")
     p.add_argument("--bundled", action="store_true", help="also use scikit-image's bundled photos")
     p.add_argument("--preset", choices=["fast", "reference"], help="network architecture (default fast)")
+    p.add_argument("--arch", action="append", default=[], metavar="FIELD=VALUE",
+                   help="architecture override for ablations, repeatable: focus_power=1 (plain linear attention), "
+                        "scales=1 (single scale), n_blocks=2 …")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int, help="pairs per step and process")
     p.add_argument("--size", type=int, help="training crop side / long side (px)")
@@ -80,10 +83,36 @@ def train_config_from_args(a: argparse.Namespace):
     over = {k: getattr(a, k) for k in _TRAIN_FLAGS if getattr(a, k) is not None}
     if a.train_backbone:
         over["freeze_backbone"] = False
+    if a.arch:
+        over["architecture"] = parse_architecture(a.arch)
     if a.pose_loss is not None:
         over["loss"] = LossConfig(w_pose=a.pose_loss)
     folders = list(a.folders) + ([str(bundled_photo_folder())] if a.bundled else [])
     return train_config(a.config or "synthetic", folders, a.out, **over)
+
+
+def parse_architecture(items: list[str]) -> dict:
+    """``["focus_power=1", "scales=1,2"]`` → ``{"focus_power": 1.0, "scales": (1, 2)}``, typed like the
+    :class:`MatcherConfig` field's default (a tuple field takes comma-separated values)."""
+    from .config import ARCHITECTURE_FIELDS, MatcherConfig
+
+    defaults = MatcherConfig()
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ARCHITECTURE_FIELDS:
+            raise ValueError(f"--arch {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(ARCHITECTURE_FIELDS)}")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, tuple):
+                out[key] = tuple(type(default[0])(v) for v in value.split(","))
+            elif isinstance(default, bool):
+                out[key] = {"true": True, "false": False}[value.lower()]
+            else:
+                out[key] = type(default)(value)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"--arch {item!r}: bad value for {key} (default {default!r})") from e
+    return out
 
 
 def _run_train(a: argparse.Namespace) -> int:

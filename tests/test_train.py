@@ -59,3 +59,19 @@ def test_fine_tuned_pretrained_backbone_keeps_its_batchnorm_statistics(tmp_path)
         torch.testing.assert_close(tuned[k].float(), ship[k].float())
     assert any(not torch.equal(tuned[k].float(), ship[k].float()) for k in convs)  # the weights do train
     assert IMAMatch("fast", weights=str(tmp_path / "run" / "last.safetensors")).net.backbone is not None
+
+
+def test_architecture_ablation_trains_and_is_stored(tmp_path):
+    """Single-scale plain linear attention (an ablation) from the shipped weights: the tensors that fit load, the
+    run trains and the weights file records the changed architecture, so IMAMatch rebuilds it."""
+    from imamatch import IMAMatch
+    from imamatch.api import SHIPPED
+
+    cfg = TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "run"), steps=1, batch=1, size=128,
+                      ckpt_every=1, warmup=1, seed=4, init=str(SHIPPED["fast"]),
+                      architecture={"focus_power": 1.0, "scales": (1,)})
+    w = train(cfg)
+    _, conf, _ = read_weights(w)
+    assert conf.focus_power == 1.0 and conf.scales == (1,)
+    m = IMAMatch(weights=w)
+    assert m.conf.scales == (1,) and len(m.net.transformer.self_layers[0].branches) == 1

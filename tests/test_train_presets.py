@@ -77,3 +77,13 @@ def test_bad_settings_are_refused():
         train_config("scannet", sizes=3)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--config", "outdoor", "--out", "o"])
+
+
+def test_arch_flags_parse_typed_and_refuse_unknown_fields():
+    cfg = _parse("--out", "o", "--arch", "focus_power=1", "--arch", "scales=1,2", "--arch", "separable_qkv=false")
+    assert cfg.architecture == {"focus_power": 1.0, "scales": (1, 2), "separable_qkv": False}
+    for bad in ("coarse_threshold=0.3", "focus_power", "scales=a"):
+        with pytest.raises(ValueError, match="--arch"):
+            _parse("--out", "o", "--arch", bad)
+    with pytest.raises(ValueError, match="architecture"):
+        TrainConfig(folders=[], out="o", architecture={"resize": 320})

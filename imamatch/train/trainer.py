@@ -11,13 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..backbone import LocalFeatureBackbone
-from ..config import PRESETS, MatcherConfig
+from ..config import ARCHITECTURE_FIELDS, PRESETS, MatcherConfig
 from ..data.scenes import SceneConfig, ScenePairs
 from ..data.synthetic import SyntheticPairs, WarpConfig, load_photos
 from ..errors import DataError
@@ -55,6 +56,8 @@ class TrainConfig:
     device: str | None = None        # default: cuda when available
     amp: bool = True                 # bfloat16 autocast on GPU
     preset: str = "fast"
+    architecture: dict[str, Any] = field(default_factory=dict)  # MatcherConfig architecture fields over the
+    #                                  preset's, for ablations (e.g. {"focus_power": 1.0}, {"scales": (1,)})
     steps: int = 4000
     batch: int = 2
     size: int = 320
@@ -81,6 +84,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        bad = sorted(set(self.architecture) - set(ARCHITECTURE_FIELDS))
+        if bad:
+            raise ValueError(f"not architecture fields: {', '.join(bad)}; choose from {', '.join(ARCHITECTURE_FIELDS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.decay_every < 1 or not 0 < self.decay <= 1:
@@ -266,7 +272,7 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     weights_path, state_path, log_path = out / "last.safetensors", out / "state.pt", out / "log.jsonl"
     torch.manual_seed(cfg.seed)
-    conf: MatcherConfig = PRESETS[cfg.preset]
+    conf: MatcherConfig = PRESETS[cfg.preset].replace(**cfg.architecture)
     net = IMAMatchNet(conf)
     step = 0
     state = None
