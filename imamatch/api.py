@@ -84,7 +84,8 @@ class IMAMatch:
         ``prealigned``: True when the matches come from the second pass for hard pairs (wide baseline, strong
         perspective): when fewer than ``prealign_below`` of the first pass's fine queries survive the checks,
         image 1 is warped onto image 0 by the homography its matches support (:func:`prealign_homography`),
-        matched again, and the keypoints mapped back; the pass with more matches is returned.
+        matched again, and the keypoints mapped back; the pass with more matches is returned. (Too few fine
+        matches for a homography: the coarse matches' cell centres give it, at a one-cell tolerance.)
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
@@ -93,11 +94,11 @@ class IMAMatch:
         side = self.conf.resize
         g0, full0 = to_gray_sized(image0, "image0", side)
         g1, full1 = to_gray_sized(image1, "image1", side)
-        result, px = self._match_gray(g0, g1)
+        result, px, coarse = self._match_gray(g0, g1)
         result["prealigned"] = False
         below = self.conf.prealign_below
         if below is not None and len(result["keypoints0"]) < below * max(1, result["num_queries"]):
-            result = self._prealigned(g0, g1, result, px)
+            result = self._prealigned(g0, g1, result, coarse, px)
         if self.conf.max_matches is not None:
             result = {k: v[: self.conf.max_matches] if _per_match(v) else v for k, v in result.items()}
         result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
@@ -111,11 +112,12 @@ class IMAMatch:
                           pose_planar=pose.planar)
         return result
 
-    def _match_gray(self, g0: np.ndarray, g1: np.ndarray,
-                    cover1: np.ndarray | None = None) -> tuple[dict[str, Any], float]:
+    def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None
+                    ) -> tuple[dict[str, Any], float, tuple[np.ndarray, np.ndarray]]:
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out). Also returns
-        the size of one matching-resolution pixel in the arrays' pixels."""
+        the size of one matching-resolution pixel in the arrays' pixels and the coarse matches' cell centres
+        ``(M, 2)`` in each array's pixels."""
         side = self.conf.resize
         p0, p1 = prepare(g0, side), prepare(g1, side)
         valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
@@ -141,19 +143,24 @@ class IMAMatch:
             "num_polished": np.int64(out["num_polished"]),
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
-        return result, max(*p0.scale, *p1.scale)
+        coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
+        return result, max(*p0.scale, *p1.scale), coarse
 
-    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, first: dict[str, Any], px: float) -> dict[str, Any]:
+    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, first: dict[str, Any],
+                    coarse: tuple[np.ndarray, np.ndarray], px: float) -> dict[str, Any]:
         """Second pass for hard pairs: image 1 warped onto image 0 by the homography that the first pass's
-        matches support, matched again, keypoints mapped back. Keeps whichever pass has more matches."""
+        matches support (its coarse matches', one cell tolerance, when too few fine ones survived), matched
+        again, keypoints mapped back. Keeps whichever pass has more matches."""
         H = prealign_homography(first["keypoints0"], first["keypoints1"], g0.shape, threshold_px=3 * px)
+        if H is None:
+            H = prealign_homography(*coarse, g0.shape, threshold_px=8 * px)
         if H is None:
             return first
         h0, w0 = g0.shape
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # H maps image 0's pixels to image 1's
         warped = cv2.warpPerspective(g1, H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         cover = cv2.warpPerspective(np.ones_like(g1), H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        second, _ = self._match_gray(g0, warped, cover)
+        second, _, _ = self._match_gray(g0, warped, cover)
         k1 = cv2.perspectiveTransform(second["keypoints1"].reshape(-1, 1, 2).astype(np.float64), H)
         k1 = k1.reshape(-1, 2).astype(np.float32)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)

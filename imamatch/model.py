@@ -16,7 +16,7 @@ from .attention import CoarseTransformer
 from .backbone import BACKBONES
 from .coarse import CoarseMatches, drop_border, dual_softmax, mutual_matches, select_matches
 from .config import MatcherConfig
-from .densify import FineQueries, densify_mask, make_queries
+from .densify import FineQueries, cell_centres, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
 from .neighbourhood import local_affine, neighbourhood_residual
 from .subpixel import polish_matches
@@ -248,7 +248,8 @@ class IMAMatchNet(nn.Module):
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
         fine queries, queries passing the consistency check, matches moved by the sub-pixel polish, matches
-        dropped by the neighbourhood-agreement filter."""
+        dropped by the neighbourhood-agreement filter. Also the coarse matches' cell centres ``coarse0/1``
+        ``(M, 2)`` (input pixels) and ``coarse_batch`` ``(M,)``."""
         enc = self.encode(image0, image1, valid0, valid1, assignment=False)
         matches = self.coarse_matches(enc)
         q = self.queries(enc, matches)
@@ -263,6 +264,9 @@ class IMAMatchNet(nn.Module):
             "keypoints0": kp0[keep], "keypoints1": kp1[keep],
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
             "batch": q.b[keep], "densified": q.densified[keep],
+            "coarse_batch": matches.b,
+            "coarse0": cell_centres(matches.i0, enc.grid0[1]) * 2 + 0.5,  # cell centres, input pixels
+            "coarse1": cell_centres(matches.i1, enc.grid1[1]) * 2 + 0.5,
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
             "num_densified": torch.tensor(torch.unique(q.parent[q.densified]).numel()),
             "num_consistent": num_consistent, "num_polished": num_polished,

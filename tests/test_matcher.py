@@ -150,3 +150,18 @@ def test_graffiti_1to6_needs_the_prealigned_pass(matcher, shared):
     assert out["prealigned"] and len(out["keypoints0"]) > 1000
     H, _ = estimate_homography(out["keypoints0"], out["keypoints1"], threshold_px=3.0)
     assert homography_corner_error(H, H_gt, 800, 640) < 5.0
+
+
+def test_prealigned_pass_falls_back_to_the_coarse_matches():
+    """When too few fine matches survive for a homography, the coarse matches' cell centres give it."""
+    from imamatch import IMAMatch
+
+    img0, img1, H = _strong_perspective()
+    m = IMAMatch.from_pretrained()
+    first, px, coarse = m._match_gray(img0, img1)
+    assert len(coarse[0]) > 100
+    none = {k: v[:0] if isinstance(v, np.ndarray) and v.ndim else v for k, v in first.items()}  # no fine match
+    out = m._prealigned(img0, img1, none, coarse, px)
+    assert out["prealigned"] and len(out["keypoints0"]) > 300
+    expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
+    assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < 0.5
