@@ -149,10 +149,8 @@ class Prepared:
     scale: tuple[float, float]
 
 
-def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32,
-            original: tuple[int, int] | None = None) -> Prepared:
-    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of 32.
-    ``original``: the ``(H, W)`` that keypoints map back to (:func:`to_original`); default ``gray``'s shape."""
+def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32) -> Prepared:
+    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of 32."""
     h0, w0 = gray.shape
     if long_side:
         s = long_side / max(h0, w0)
@@ -166,8 +164,7 @@ def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32,
     padded[:h, :w] = gray
     valid = torch.zeros(1, hp // 8, wp // 8, dtype=torch.bool)
     valid[:, : -(-h // 8), : -(-w // 8)] = True
-    H0, W0 = original or (h0, w0)
-    return Prepared(torch.from_numpy(padded)[None, None], valid, (h, w), (H0, W0), (W0 / w, H0 / h))
+    return Prepared(torch.from_numpy(padded)[None, None], valid, (h, w), (h0, w0), (w0 / w, h0 / h))
 
 
 def to_original(kpts: np.ndarray, prep: Prepared) -> np.ndarray:

@@ -249,7 +249,7 @@ class IMAMatchNet(nn.Module):
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
         fine queries, queries passing the consistency check, matches moved by the sub-pixel polish, matches
         dropped by the neighbourhood-agreement filter. Also the coarse matches' cell centres ``coarse0/1``
-        ``(M, 2)`` (input pixels) and ``coarse_batch`` ``(M,)``."""
+        ``(M, 2)`` (input pixels)."""
         enc = self.encode(image0, image1, valid0, valid1, assignment=False)
         matches = self.coarse_matches(enc)
         q = self.queries(enc, matches)
@@ -264,7 +264,6 @@ class IMAMatchNet(nn.Module):
             "keypoints0": kp0[keep], "keypoints1": kp1[keep],
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
             "batch": q.b[keep], "densified": q.densified[keep],
-            "coarse_batch": matches.b,
             "coarse0": cell_centres(matches.i0, enc.grid0[1]) * 2 + 0.5,  # cell centres, input pixels
             "coarse1": cell_centres(matches.i1, enc.grid1[1]) * 2 + 0.5,
             "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
