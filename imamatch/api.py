@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 
+from .backbone import BackboneOutput
 from .config import PRESETS, MatcherConfig
 from .errors import WeightsError
 from .io import ImageInput, Prepared, prepare, to_gray_sized, to_original
@@ -81,11 +83,12 @@ class IMAMatch:
         ``num_coarse``, ``num_densified`` (coarse matches expanded), ``num_rejected`` (by the consistency check)
         ``num_polished`` (moved by the photometric sub-pixel polish) and ``num_disagreeing`` (dropped by the
         neighbourhood-agreement filter, :mod:`imamatch.neighbourhood`), ``num_queries`` (fine queries), and
-        ``prealigned``: True when the matches come from the second pass for hard pairs (wide baseline, strong
-        perspective): when fewer than ``prealign_below`` of the first pass's fine queries survive the checks,
+        ``prealigned``: True when the matches come from a pre-aligned pass for hard pairs (wide baseline,
+        strong perspective): when fewer than ``prealign_below`` of a pass's fine queries survive the checks,
         image 1 is warped onto image 0 by the homography its matches support (:func:`prealign_homography`),
-        matched again, and the keypoints mapped back; the pass with more matches is returned. (Too few fine
-        matches for a homography: the coarse matches' cell centres give it, at a one-cell tolerance.)
+        matched again, and the keypoints mapped back; up to ``prealign_passes`` times, while the matches grow;
+        the pass with the most matches is returned (``num_passes``: how many ran). (Too few fine matches for a homography: the coarse matches'
+        cell centres give it, at a one-cell tolerance.)
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
@@ -94,17 +97,23 @@ class IMAMatch:
         side = self.conf.resize
         g0, full0 = to_gray_sized(image0, "image0", side)
         g1, full1 = to_gray_sized(image1, "image1", side)
-        result, px, coarse = self._match_gray(g0, g1)
-        result["prealigned"] = False
-        below = self.conf.prealign_below
-        if below is not None and len(result["keypoints0"]) < below * max(1, result["num_queries"]):
-            result = self._prealigned(g0, g1, result, coarse, px)
+        first = self._match_gray(g0, g1)
+        first.result["prealigned"] = False
+        best, passes = first, 0
+        while passes < self.conf.prealign_passes and self._hard(best.result):
+            passes += 1
+            again = self._prealigned(g0, g1, best)
+            if again is None or len(again.result["keypoints0"]) <= len(best.result["keypoints0"]):
+                break
+            best = again
+        result = best.result
+        result["num_passes"] = 1 + passes  # passes run (the returned one has the most matches)
         if self.conf.max_matches is not None:
             result = {k: v[: self.conf.max_matches] if _per_match(v) else v for k, v in result.items()}
         result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
         result["keypoints1"] = _rescale(result["keypoints1"], g1.shape, full1)
         if K0 is not None:
-            px_full = px * max(full0[0] / g0.shape[0], full1[0] / g1.shape[0])
+            px_full = first.px * max(full0[0] / g0.shape[0], full1[0] / g1.shape[0])
             pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
                                           confidence=result["confidence"], refine=refine_pose,
                                           threshold_px=px_full)  # 1 px where we matched
@@ -112,18 +121,20 @@ class IMAMatch:
                           pose_planar=pose.planar)
         return result
 
-    def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None
-                    ) -> tuple[dict[str, Any], float, tuple[np.ndarray, np.ndarray]]:
+    def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None,
+                    features0: BackboneOutput | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
-        ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out). Also returns
-        the size of one matching-resolution pixel in the arrays' pixels and the coarse matches' cell centres
-        ``(M, 2)`` in each array's pixels."""
+        ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
+        ``features0``: image 0's backbone output from an earlier pass (same ``g0``)."""
         side = self.conf.resize
         p0, p1 = prepare(g0, side), prepare(g1, side)
         valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
         with torch.inference_mode():
-            out = self.net.match(p0.tensor.to(self.device), p1.tensor.to(self.device),
-                                 p0.valid.to(self.device), valid1.to(self.device))
+            image0 = p0.tensor.to(self.device)
+            if features0 is None:
+                features0 = self.net.backbone(image0)
+            out = self.net.match(image0, p1.tensor.to(self.device), p0.valid.to(self.device),
+                                 valid1.to(self.device), features0=features0)
         out = {k: v.cpu().numpy() for k, v in out.items()}
         k0, k1 = out["keypoints0"], out["keypoints1"]
         inside = ((k0[:, 0] <= p0.size[1] - 0.5) & (k0[:, 1] <= p0.size[0] - 0.5)
@@ -144,32 +155,48 @@ class IMAMatch:
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
-        return result, max(*p0.scale, *p1.scale), coarse
+        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0)
 
-    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, first: dict[str, Any],
-                    coarse: tuple[np.ndarray, np.ndarray], px: float) -> dict[str, Any]:
-        """Second pass for hard pairs: image 1 warped onto image 0 by the homography that the first pass's
+    def _hard(self, result: dict[str, Any]) -> bool:
+        """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
+        below = self.conf.prealign_below
+        return below is not None and len(result["keypoints0"]) < below * max(1, result["num_queries"])
+
+    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, prev: "_Pass") -> "_Pass | None":
+        """Another pass for hard pairs: image 1 warped onto image 0 by the homography that the previous pass's
         matches support (its coarse matches', one cell tolerance, when too few fine ones survived), matched
-        again, keypoints mapped back. Keeps whichever pass has more matches."""
-        H = prealign_homography(first["keypoints0"], first["keypoints1"], g0.shape, threshold_px=3 * px)
+        again (image 0's backbone features reused); keypoints and coarse cell centres mapped back into image 1.
+        None when no homography is found."""
+        px = prev.px
+        H = prealign_homography(prev.result["keypoints0"], prev.result["keypoints1"], g0.shape,
+                                threshold_px=3 * px)
         if H is None:
-            H = prealign_homography(*coarse, g0.shape, threshold_px=8 * px)
+            H = prealign_homography(*prev.coarse, g0.shape, threshold_px=8 * px)
         if H is None:
-            return first
+            return None
         h0, w0 = g0.shape
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # H maps image 0's pixels to image 1's
         warped = cv2.warpPerspective(g1, H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         cover = cv2.warpPerspective(np.ones_like(g1), H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        second, _, _ = self._match_gray(g0, warped, cover)
-        k1 = cv2.perspectiveTransform(second["keypoints1"].reshape(-1, 1, 2).astype(np.float64), H)
-        k1 = k1.reshape(-1, 2).astype(np.float32)
+        again = self._match_gray(g0, warped, cover, prev.features0)
+        k1 = _transform(again.result["keypoints1"], H)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
-        if inside.sum() <= len(first["keypoints0"]):
-            return first
-        second["keypoints1"] = k1
-        second = {k: v[inside] if _per_match(v) else v for k, v in second.items()}
-        second["prealigned"] = True
-        return second
+        result = {k: v[inside] if _per_match(v) else v for k, v in again.result.items()}
+        result["keypoints1"] = k1[inside]
+        result["prealigned"] = True
+        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), prev.features0)
+
+
+@dataclass
+class _Pass:
+    """One pass of :meth:`IMAMatch._match_gray`: the result (keypoints in the arrays' pixels, sorted by
+    confidence), the size of one matching-resolution pixel in the arrays' pixels, the coarse matches' cell
+    centres ``(M, 2)`` in each array's pixels, and image 0's backbone output (for another pass)."""
+
+    result: dict[str, Any]
+    px: float
+    coarse: tuple[np.ndarray, np.ndarray]
+    features0: BackboneOutput
 
 
 def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int, int], threshold_px: float,
@@ -200,6 +227,12 @@ def _covered_cells(cover: np.ndarray, prep: Prepared) -> torch.Tensor:
     padded[:h, :w] = small
     cells = padded.reshape(hp // 8, 8, wp // 8, 8).mean((1, 3))
     return torch.from_numpy(cells > 0.5)[None]
+
+
+def _transform(points: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` points through the homography ``H`` (float32 out)."""
+    out = cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), H)
+    return out.reshape(-1, 2).astype(np.float32)
 
 
 def _per_match(v: Any) -> bool:

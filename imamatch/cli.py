@@ -140,6 +140,8 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prealign-below", type=float, default=None,
                    help="match again with image 1 warped onto image 0 by the first pass's homography when fewer "
                         "than this share of the first pass's fine queries survive (default 0.12; 0: never)")
+    p.add_argument("--prealign-passes", type=int, default=None,
+                   help="at most this many pre-aligned passes, each from the previous one's matches (default 2)")
 
 
 def _matcher(a: argparse.Namespace):
@@ -156,6 +158,10 @@ def _matcher(a: argparse.Namespace):
         over["neighbour_max_residual"] = a.max_residual or None
     if a.prealign_below is not None:
         over["prealign_below"] = a.prealign_below or None
+    if a.prealign_passes is not None:
+        if a.prealign_passes < 0:
+            raise ValueError(f"--prealign-passes must be >= 0, got {a.prealign_passes}")
+        over["prealign_passes"] = a.prealign_passes
     if a.weights:
         return IMAMatch(weights=a.weights, **over)
     return IMAMatch.from_pretrained(**over)
@@ -184,7 +190,8 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
           f"{int(res['num_coarse'])} coarse matches densified, {int(res['num_rejected'])} rejected by the "
           f"consistency check, {int(res['num_polished'])} moved by the sub-pixel polish, "
           f"{int(res['num_disagreeing'])} dropped by the neighbourhood check"
-          f"{', second pass on the pre-aligned image' if res['prealigned'] else ''}) in {dt:.2f} s")
+          f"{', from a pass on the pre-aligned image' if res['prealigned'] else ''}, "
+          f"{int(res['num_passes'])} pass{'es' if res['num_passes'] > 1 else ''}) in {dt:.2f} s")
     print(f"picture: {Path(out).resolve()}")
     if save:
         print(f"matches: {Path(save).resolve()}")

@@ -19,6 +19,7 @@ class MatcherConfig:
     focus_power: float = 3.0          # 1 = plain linear attention
     separable_qkv: bool = True        # depthwise strided Q/K/V (fast) instead of full strided convs
     fine_dim: int = 64
+    fine_blocks: int = 2              # depthwise-separable blocks at 1/2 resolution after the top-down merge
     # coarse matching
     temperature: float = 0.1
     coarse_threshold: float = 0.2
@@ -51,6 +52,7 @@ class MatcherConfig:
     # homography the first pass's matches support, when fewer than this share of its fine queries survive the
     # checks (easy pairs keep 0.2-0.45; None: never; 1: always)
     prealign_below: float | None = 0.12
+    prealign_passes: int = 2          # at most this many such passes, each from the previous pass's matches
     # inference memory
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     # input
@@ -79,7 +81,7 @@ class MatcherConfig:
 
 
 ARCHITECTURE_FIELDS = ("backbone", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
-                       "fine_dim", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
+                       "fine_dim", "fine_blocks", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

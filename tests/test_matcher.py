@@ -1,5 +1,7 @@
 """The shipped matcher on real images with known answers."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -138,6 +140,23 @@ def test_prealigned_pass_maps_matches_back_exactly():
     assert np.median(err) < 0.5 and np.mean(err < 2) > 0.9, (np.median(err), np.mean(err < 2))
 
 
+def test_prealigned_passes_repeat_while_the_matches_grow():
+    """``prealign_passes`` bounds the pre-aligned passes; each starts from the previous pass's matches and the
+    loop stops as soon as a pass does not add matches; the pass with the most matches is returned."""
+    from imamatch import IMAMatch
+
+    img0, img1, H = _strong_perspective()
+    counts = {}
+    for passes in (0, 1, 3):
+        out = IMAMatch.from_pretrained(prealign_below=1.0, prealign_passes=passes).match(img0, img1)
+        assert out["prealigned"] == (passes > 0)
+        assert 1 + min(passes, 1) <= out["num_passes"] <= 1 + passes
+        counts[passes] = len(out["keypoints0"])
+        expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
+        assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < (2.0 if passes == 0 else 0.5)
+    assert counts[0] < counts[1] <= counts[3]
+
+
 def test_graffiti_1to6_needs_the_prealigned_pass(matcher, shared):
     """The 60° view: one pass finds almost nothing; the homography of those few matches pre-aligns the second."""
     from imamatch import IMAMatch
@@ -158,10 +177,10 @@ def test_prealigned_pass_falls_back_to_the_coarse_matches():
 
     img0, img1, H = _strong_perspective()
     m = IMAMatch.from_pretrained()
-    first, px, coarse = m._match_gray(img0, img1)
-    assert len(coarse[0]) > 100
-    none = {k: v[:0] if isinstance(v, np.ndarray) and v.ndim else v for k, v in first.items()}  # no fine match
-    out = m._prealigned(img0, img1, none, coarse, px)
+    first = m._match_gray(img0, img1)
+    assert len(first.coarse[0]) > 100
+    none = {k: v[:0] if isinstance(v, np.ndarray) and v.ndim else v for k, v in first.result.items()}  # no fine match
+    out = m._prealigned(img0, img1, dataclasses.replace(first, result=none)).result
     assert out["prealigned"] and len(out["keypoints0"]) > 300
     expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
     assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < 0.5
