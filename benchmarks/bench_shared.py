@@ -185,6 +185,7 @@ def main() -> None:
             "imamatch, keeps unpolished matches": make(subpixel_keep_unmoved=True),
             "imamatch, neither (round-3 default)": make(neighbour_max_residual=None, subpixel_keep_unmoved=True),
             "imamatch, one pass (no pre-alignment)": make(prealign_below=None),
+            "imamatch, at most one pre-aligned pass": make(prealign_passes=1),
             "imamatch, pre-align below 0.25 kept": make(prealign_below=0.25),
         })
     if a.peers or a.peak_of:

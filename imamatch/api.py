@@ -99,15 +99,17 @@ class IMAMatch:
         g1, full1 = to_gray_sized(image1, "image1", side)
         first = self._match_gray(g0, g1)
         first.result["prealigned"] = False
-        best, passes = first, 0
-        while passes < self.conf.prealign_passes and self._hard(best.result):
-            passes += 1
+        best, passes = first, 1
+        while passes <= self.conf.prealign_passes and self._hard(best.result):
             again = self._prealigned(g0, g1, best)
-            if again is None or len(again.result["keypoints0"]) <= len(best.result["keypoints0"]):
+            if again is None:  # no homography to pre-align with
+                break
+            passes += 1
+            if len(again.result["keypoints0"]) <= len(best.result["keypoints0"]):
                 break
             best = again
         result = best.result
-        result["num_passes"] = 1 + passes  # passes run (the returned one has the most matches)
+        result["num_passes"] = passes  # passes run (the returned one has the most matches)
         if self.conf.max_matches is not None:
             result = {k: v[: self.conf.max_matches] if _per_match(v) else v for k, v in result.items()}
         result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
@@ -231,6 +233,8 @@ def _covered_cells(cover: np.ndarray, prep: Prepared) -> torch.Tensor:
 
 def _transform(points: np.ndarray, H: np.ndarray) -> np.ndarray:
     """``(N, 2)`` points through the homography ``H`` (float32 out)."""
+    if len(points) == 0:  # (OpenCV returns None for no points)
+        return np.zeros((0, 2), np.float32)
     out = cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), H)
     return out.reshape(-1, 2).astype(np.float32)
 

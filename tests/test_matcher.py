@@ -157,6 +157,24 @@ def test_prealigned_passes_repeat_while_the_matches_grow():
     assert counts[0] < counts[1] <= counts[3]
 
 
+def test_prealigned_pass_without_homography_or_matches():
+    """Noise gives no coarse match, hence no homography to pre-align with: one pass, counted as one. A pre-aligned
+    pass that finds nothing (here image 1 replaced by a blank one after the homography was found) returns an
+    empty, well-formed result."""
+    from imamatch import IMAMatch
+
+    m = IMAMatch.from_pretrained(prealign_below=1.0)
+    rng = np.random.default_rng(0)
+    out = m.match(rng.random((480, 640), dtype=np.float32), rng.random((480, 640), dtype=np.float32))
+    assert len(out["keypoints0"]) == 0 and out["num_passes"] == 1 and not out["prealigned"]
+    img0, img1, _ = _strong_perspective()
+    first = m._match_gray(img0, img1)
+    assert len(first.result["keypoints0"]) > 100
+    again = m._prealigned(img0, np.full_like(img1, 0.5), first)
+    assert again is not None and again.result["prealigned"]
+    assert again.result["keypoints0"].shape == again.result["keypoints1"].shape == (0, 2)
+
+
 def test_graffiti_1to6_needs_the_prealigned_pass(matcher, shared):
     """The 60° view: one pass finds almost nothing; the homography of those few matches pre-aligns the second."""
     from imamatch import IMAMatch
