@@ -20,6 +20,7 @@ class MatcherConfig:
     separable_qkv: bool = True        # depthwise strided Q/K/V (fast) instead of full strided convs
     fine_dim: int = 64
     fine_blocks: int = 2              # depthwise-separable blocks at 1/2 resolution after the top-down merge
+    pixel_stem: bool = True           # small conv stem on the raw pixels merged into the 1/2-res fine features
     # coarse matching
     temperature: float = 0.1
     coarse_threshold: float = 0.2
@@ -81,7 +82,7 @@ class MatcherConfig:
 
 
 ARCHITECTURE_FIELDS = ("backbone", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
-                       "fine_dim", "fine_blocks", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
+                       "fine_dim", "fine_blocks", "pixel_stem", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

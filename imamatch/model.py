@@ -60,13 +60,14 @@ class TopDown(nn.Module):
 
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) output
 
-    def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2) -> None:
+    def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2,
+                 pixel_stem: bool = True) -> None:
         super().__init__()
         self.strides = sorted(skip_dims, reverse=True)
         self.top = nn.Conv2d(coarse_dim, out_dim, 1)
         self.pixel_stem = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 32, 3, padding=1),
-                                        nn.GELU())
-        extra = {s: (32 if s == 2 else 0) for s in skip_dims}
+                                        nn.GELU()) if pixel_stem else None
+        extra = {s: (32 if s == 2 and pixel_stem else 0) for s in skip_dims}
         self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c + extra[s], out_dim, 1) for s, c in skip_dims.items()})
         self.smooth = nn.ModuleDict({str(s): DWBlock(out_dim) for s in skip_dims})
         self.blocks = nn.Sequential(*[DWBlock(out_dim) for _ in range(n_blocks)])
@@ -84,7 +85,7 @@ class TopDown(nn.Module):
         h = skip.shape[-2]
         if torch.is_grad_enabled() or h <= strip:
             return self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, 0, h)))
-        halo = (2 if last == 2 else 0) + 1 + len(self.blocks)  # pixel stem, smoothing and block 3×3 convs
+        halo = (2 if last == 2 and self.pixel_stem is not None else 0) + 1 + len(self.blocks)  # stem, smoothing, blocks
         out = None
         for lo, hi, r0, r1 in strip_ranges(h, strip, halo):
             y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi)))
@@ -98,7 +99,7 @@ class TopDown(nn.Module):
         size = (skip.shape[-2], skip.shape[-1])
         skip = skip[:, :, lo:hi].to(x.dtype)  # (stored in float16 at inference, see MatcherConfig.store_fp16)
         lateral = self.lateral[str(s)]
-        if s != 2:
+        if s != 2 or self.pixel_stem is None:
             return lateral(skip).add_(upsample_rows(x, size, lo, hi))
         # the lateral 1×1 conv of [skip, pixel stem] as the sum of its two halves (no concatenated copy)
         stem = self.pixel_stem(F.pixel_unshuffle(image[:, :, 2 * lo:2 * hi], 2))
@@ -147,7 +148,7 @@ class IMAMatchNet(nn.Module):
                 self.coarse_in.bias.zero_()
         self.transformer = CoarseTransformer(conf.dim, conf.heads, conf.n_blocks, tuple(conf.scales),
                                              conf.focus_power, conf.separable_qkv)
-        self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim, conf.fine_blocks)
+        self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim, conf.fine_blocks, conf.pixel_stem)
         # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
         for mod in (self.backbone, self.top_down):
             mod.store_dtype = torch.float16 if conf.store_fp16 else torch.float32

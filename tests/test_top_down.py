@@ -18,10 +18,12 @@ def test_upsample_rows_equals_interpolate(size):
                                        rtol=0)
 
 
+@pytest.mark.parametrize("blocks,stem", [(2, True), (0, True), (0, False), (1, False)])
 @pytest.mark.parametrize("skip_dims", [{2: 8}, {4: 6, 2: 8}])
-def test_strips_equal_the_whole_map(skip_dims):
+def test_strips_equal_the_whole_map(skip_dims, blocks, stem):
+    """Also without the 1/2-res blocks or the pixel stem (their 3×3 convs set the strips' halo)."""
     torch.manual_seed(0)
-    td = TopDown(coarse_dim=16, skip_dims=skip_dims, out_dim=8).eval()
+    td = TopDown(coarse_dim=16, skip_dims=skip_dims, out_dim=8, n_blocks=blocks, pixel_stem=stem).eval()
     for p in td.parameters():
         torch.nn.init.normal_(p, std=0.3)
     h, w = 64, 48

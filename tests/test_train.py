@@ -69,10 +69,13 @@ def test_architecture_ablation_trains_and_is_stored(tmp_path):
 
     cfg = TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "run"), steps=1, batch=1, size=128,
                       ckpt_every=1, warmup=1, seed=4, init=str(SHIPPED["fast"]),
-                      architecture={"focus_power": 1.0, "scales": (1,), "n_blocks": 1, "fine_blocks": 0})
+                      architecture={"focus_power": 1.0, "scales": (1,), "n_blocks": 1, "fine_blocks": 0,
+                                    "pixel_stem": False})
     w = train(cfg)
     _, conf, _ = read_weights(w)
     assert conf.focus_power == 1.0 and conf.scales == (1,) and conf.n_blocks == 1 and conf.fine_blocks == 0
+    assert not conf.pixel_stem
     m = IMAMatch(weights=w)
     assert m.conf.scales == (1,) and len(m.net.transformer.self_layers[0].branches) == 1
     assert len(m.net.transformer.self_layers) == 1 and len(m.net.top_down.blocks) == 0
+    assert m.net.top_down.pixel_stem is None
