@@ -87,8 +87,8 @@ class IMAMatch:
         strong perspective): when fewer than ``prealign_below`` of a pass's fine queries survive the checks,
         image 1 is warped onto image 0 by the homography its matches support (:func:`prealign_homography`),
         matched again, and the keypoints mapped back; up to ``prealign_passes`` times, while the matches grow;
-        the pass with the most matches is returned (``num_passes``: how many ran). (Too few fine matches for a homography: the coarse matches'
-        cell centres give it, at a one-cell tolerance.)
+        the pass with the most matches is returned (``num_passes``: how many ran). (Too few fine matches for a
+        homography: the coarse matches' cell centres give it, at a one-cell tolerance.)
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")

@@ -138,8 +138,8 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
                    help="neighbourhood-agreement filter: drop matches farther than this (px at the working size) "
                         "from their neighbours' affine map (default 1.0; 0: off)")
     p.add_argument("--prealign-below", type=float, default=None,
-                   help="match again with image 1 warped onto image 0 by the first pass's homography when fewer "
-                        "than this share of the first pass's fine queries survive (default 0.12; 0: never)")
+                   help="match again with image 1 warped onto image 0 by a pass's homography when fewer than "
+                        "this share of that pass's fine queries survive (default 0.12; 0: never)")
     p.add_argument("--prealign-passes", type=int, default=None,
                    help="at most this many pre-aligned passes, each from the previous one's matches (default 2)")
 

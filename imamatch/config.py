@@ -82,7 +82,8 @@ class MatcherConfig:
 
 
 ARCHITECTURE_FIELDS = ("backbone", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
-                       "fine_dim", "fine_blocks", "pixel_stem", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
+                       "fine_dim", "fine_blocks", "pixel_stem", "fine_window", "fine_bound", "refine_window",
+                       "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

@@ -85,7 +85,8 @@ class TopDown(nn.Module):
         h = skip.shape[-2]
         if torch.is_grad_enabled() or h <= strip:
             return self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, 0, h)))
-        halo = (2 if last == 2 and self.pixel_stem is not None else 0) + 1 + len(self.blocks)  # stem, smoothing, blocks
+        stem = last == 2 and self.pixel_stem is not None
+        halo = (2 if stem else 0) + 1 + len(self.blocks)  # the 3×3 convs of the pixel stem, smoothing and blocks
         out = None
         for lo, hi, r0, r1 in strip_ranges(h, strip, halo):
             y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi)))
