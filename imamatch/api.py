@@ -129,7 +129,7 @@ class IMAMatch:
         ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
         ``features0``: image 0's backbone output from an earlier pass (same ``g0``)."""
         side = self.conf.resize
-        p0, p1 = prepare(g0, side), prepare(g1, side)
+        p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
         valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
         with torch.inference_mode():
             image0 = p0.tensor.to(self.device)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import GELU
+
 
 def focus_kernel(x: torch.Tensor, scale: torch.Tensor, power: float, keep_norm: bool = True) -> torch.Tensor:
     """Focused feature map. ``x``: ``(..., D)``; ``scale``: ``(D,)`` raw (softplus applied here).
@@ -117,8 +119,8 @@ class AttentionLayer(nn.Module):
         self.branches = nn.ModuleList([ScaleBranch(dim, heads, s, power, separable) for s in scales])
         self.branch_logits = nn.Parameter(torch.ones(len(scales)))
         self.merge = nn.Conv2d(dim, dim, 1)
-        self.ffn = nn.Sequential(ChannelNorm(dim), nn.Conv2d(dim, 2 * dim, 1), nn.GELU(),
-                                 nn.Conv2d(2 * dim, 2 * dim, 3, padding=1, groups=2 * dim), nn.GELU(),
+        self.ffn = nn.Sequential(ChannelNorm(dim), nn.Conv2d(dim, 2 * dim, 1), GELU(),
+                                 nn.Conv2d(2 * dim, 2 * dim, 3, padding=1, groups=2 * dim), GELU(),
                                  nn.Conv2d(2 * dim, dim, 1))
         for last in (self.merge, self.ffn[-1]):  # the layer starts as the identity
             nn.init.zeros_(last.weight)

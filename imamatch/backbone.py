@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform import DeformConv3x3
+from .layout import GELU
 from .strips import paste_rows, strip_ranges
 
 
@@ -70,8 +71,27 @@ class _ResidualBlock(nn.Module):
         return F.selu(self.b(F.selu(self.a(x))) + self.skip(x))
 
 
+class SpaceToDepthStem(nn.Module):
+    """A cheap stand-in for ALIKED's full-resolution block 1 and its 2×2 average pool: the image's 2×2 pixel
+    blocks as 4 channels at 1/2 resolution, a 3×3 conv (the same 6×6-pixel receptive field), SELU and a 1×1
+    conv to ``cout`` channels. Trained to reproduce the pooled block (``scripts/distil_stem.py``); ~4× cheaper.
+    """
+
+    def __init__(self, cout: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, hidden, 3, padding=1)
+        self.mix = nn.Conv2d(hidden, hidden, 1)
+        self.out = nn.Conv2d(hidden, cout, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` → ``(B, cout, H/2, W/2)``."""
+        return self.out(F.relu(self.mix(F.relu(self.conv(F.pixel_unshuffle(image, 2))))))
+
+
 class LocalFeatureBackbone(nn.Module):
-    """ALIKED-n16 topology. Input grayscale ``(B, 1, H, W)`` in [0, 1], H and W divisible by 32.
+    """ALIKED-n16 topology. Input grayscale ``(B, 1, H, W)`` in [0, 1], H and W divisible by 8 (the 1/32
+    block pools partial windows at the bottom/right edge over what they hold). ``stem`` "aliked": ALIKED's
+    block 1 at full resolution, average-pooled to 1/2; "s2d": :class:`SpaceToDepthStem` in its place.
 
     Returns coarse ``(B, 128, H/8, W/8)`` and a 1/2 skip ``(B, 64, H/2, W/2)``.
     """
@@ -81,10 +101,13 @@ class LocalFeatureBackbone(nn.Module):
     skip_dims = {2: 64}
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) 1/2 skip
 
-    def __init__(self) -> None:
+    def __init__(self, stem: str = "aliked") -> None:
         super().__init__()
+        if stem not in ("aliked", "s2d"):
+            raise ValueError(f"unknown stem {stem!r}; choose 'aliked' or 's2d'")
         c1, c2, c3, c4 = self.widths
-        self.block1 = _PlainBlock(3, c1)
+        self.block1 = _PlainBlock(3, c1) if stem == "aliked" else None
+        self.stem = SpaceToDepthStem(c1) if stem == "s2d" else None
         self.block2 = _ResidualBlock(c1, c2, deform=False)
         self.block3 = _ResidualBlock(c2, c3, deform=True)
         self.block4 = _ResidualBlock(c3, c4, deform=True)
@@ -93,11 +116,12 @@ class LocalFeatureBackbone(nn.Module):
     def forward(self, image: torch.Tensor) -> BackboneOutput:
         fine, x3_in = self.half_res(image)
         x3 = self.block3(x3_in)
-        x4 = self.block4(F.avg_pool2d(x3, 4))
+        x4 = self.block4(F.avg_pool2d(x3, 4, ceil_mode=True))
         p3, p4 = F.selu(self.proj[2](x3)), F.selu(self.proj[3](x4))
+        h3, w3 = p3.shape[-2:]
         coarse = torch.cat([
             F.avg_pool2d(fine, 4), p3,  # fine = [p1, p2] at 1/2
-            F.interpolate(p4, size=p3.shape[-2:], mode="bilinear", align_corners=False),
+            F.interpolate(p4, scale_factor=4, mode="bilinear", align_corners=False)[:, :, :h3, :w3],
         ], dim=1)
         return BackboneOutput(coarse, {2: fine})
 
@@ -122,14 +146,21 @@ class LocalFeatureBackbone(nn.Module):
             pooled = paste_rows(pooled, p, r0 // 4, h2 // 4)
         return fine, pooled
 
+    def first_block(self, image: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Half-res rows ``lo:hi`` of block 1 pooled to 1/2 (or of the stem), from the image rows they need."""
+        h = image.shape[-2]
+        if self.stem is not None:  # one 3×3 conv at 1/2: one half-res row of halo
+            a, b = max(0, lo - 1), min(h // 2, hi + 1)
+            return self.stem(image[:, :, 2 * a:2 * b])[:, :, lo - a:hi - a]
+        flo, fhi = max(0, 2 * lo - 2), min(h, 2 * hi + 2)  # full-resolution rows block 1 reads
+        x1 = self.block1(image[:, :, flo:fhi].expand(-1, 3, -1, -1))
+        return F.avg_pool2d(x1[:, :, 2 * lo - flo:2 * hi - flo], 2)
+
     def _half_res_rows(self, image: torch.Tensor, lo: int, hi: int, r0: int,
                        r1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Half-res rows ``r0:r1`` of the two projections ``p1``, ``p2`` (the 1/2 skip is ``[p1, p2]``) and of
         block 2's output pooled to 1/8 (rows ``r0/4:r1/4``), computed from rows ``lo:hi`` (its halo)."""
-        h = image.shape[-2]
-        flo, fhi = max(0, 2 * lo - 2), min(h, 2 * hi + 2)  # full-resolution rows block 1 reads
-        x1 = self.block1(image[:, :, flo:fhi].expand(-1, 3, -1, -1))
-        x1 = F.avg_pool2d(x1[:, :, 2 * lo - flo:2 * hi - flo], 2)                  # half-res rows lo:hi
+        x1 = self.first_block(image, lo, hi)
         x2 = self.block2(x1)[:, :, r0 - lo:r1 - lo]
         x1 = x1[:, :, r0 - lo:r1 - lo]
         return F.selu(self.proj[0](x1)), F.selu(self.proj[1](x2)), F.avg_pool2d(x2, 4)
@@ -156,7 +187,7 @@ class LocalFeatureBackbone(nn.Module):
 class ConvBNGELU(nn.Sequential):
     def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> None:
         super().__init__(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.GELU())
+                         nn.BatchNorm2d(cout), GELU())
 
 
 class MBConv(nn.Module):
@@ -209,3 +240,14 @@ class ReferenceBackbone(nn.Module):
 
 
 BACKBONES: dict[str, type[nn.Module]] = {"aliked": LocalFeatureBackbone, "reference": ReferenceBackbone}
+
+
+def make_backbone(name: str, stem: str = "aliked") -> nn.Module:
+    """The backbone ``name`` (a key of :data:`BACKBONES`); ``stem`` applies to "aliked" only."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    if name == "aliked":
+        return LocalFeatureBackbone(stem)
+    if stem != "aliked":
+        raise ValueError(f"stem {stem!r} applies to the 'aliked' backbone only")
+    return BACKBONES[name]()

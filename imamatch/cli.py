@@ -139,7 +139,7 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
                         "from their neighbours' affine map (default 1.0; 0: off)")
     p.add_argument("--prealign-below", type=float, default=None,
                    help="match again with image 1 warped onto image 0 by a pass's homography when fewer than "
-                        "this share of that pass's fine queries survive (default 0.12; 0: never)")
+                        "this share of that pass's fine queries survive (default 0.15; 0: never)")
     p.add_argument("--prealign-passes", type=int, default=None,
                    help="at most this many pre-aligned passes, each from the previous one's matches (default 2)")
 

@@ -12,6 +12,7 @@ class MatcherConfig:
 
     # network
     backbone: str = "aliked"          # "aliked" (CPU-fast, pretrained init) or "reference"
+    stem: str = "aliked"              # aliked's first block: "aliked" (full res.) or "s2d" (1/2 res., ~4× cheaper)
     dim: int = 128                    # coarse feature / attention width
     heads: int = 4
     n_blocks: int = 3                 # self+cross blocks
@@ -51,8 +52,8 @@ class MatcherConfig:
     neighbour_reach: tuple[int, ...] = (1, 2, 4)  # neighbourhood radii (1/8 cells), the first that can judge
     # hard pairs (wide baseline, strong perspective): match again with image 1 warped onto image 0 by the
     # homography the first pass's matches support, when fewer than this share of its fine queries survive the
-    # checks (easy pairs keep 0.2-0.45; None: never; 1: always)
-    prealign_below: float | None = 0.12
+    # checks (easy pairs keep 0.2-0.45, 30-45° baselines 0.12-0.2; None: never; 1: always)
+    prealign_below: float | None = 0.15
     prealign_passes: int = 2          # at most this many such passes, each from the previous pass's matches
     # inference memory
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
@@ -81,7 +82,7 @@ class MatcherConfig:
         return cls().replace(**d)
 
 
-ARCHITECTURE_FIELDS = ("backbone", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
+ARCHITECTURE_FIELDS = ("backbone", "stem", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
                        "fine_dim", "fine_blocks", "pixel_stem", "fine_window", "fine_bound", "refine_window",
                        "refine_bound", "temperature")
 

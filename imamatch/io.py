@@ -1,5 +1,5 @@
 """Turning user images (paths, numpy arrays, PIL images, torch tensors) into grayscale float arrays, with clear
-errors, and preparing them for the network (resize, pad to a multiple of 32, validity mask)."""
+errors, and preparing them for the network (resize, pad to a multiple of 8 or 32, validity mask)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,8 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError(f"{label}: image contains NaN or inf values")
-        arr = np.clip(arr, -1e30, 1e30).astype(np.float32)  # finite float64 beyond float32's range stays finite
+        if arr.dtype != np.float32:  # finite float64 beyond float32's range stays finite
+            arr = np.clip(arr, -1e30, 1e30).astype(np.float32)
     else:
         raise ImageError(f"{label}: unsupported array dtype {arr.dtype}")
     if arr.ndim == 3:
@@ -150,7 +151,10 @@ class Prepared:
 
 
 def prepare(gray: np.ndarray, long_side: int | None, multiple: int = 32) -> Prepared:
-    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of 32."""
+    """Resize so the long side is ``long_side`` (None: keep), then pad bottom/right to a multiple of ``multiple``
+    (a multiple of 8)."""
+    if multiple <= 0 or multiple % 8:
+        raise ValueError(f"multiple must be a positive multiple of 8, got {multiple}")
     h0, w0 = gray.shape
     if long_side:
         s = long_side / max(h0, w0)

@@ -1,7 +1,7 @@
 """The IMAMatch network: backbone → attention → coarse matching → densification → fine matching.
 
-Works on prepared tensors (grayscale, sides divisible by 32). :mod:`imamatch.api` turns user images into
-those and maps keypoints back.
+Works on prepared tensors (grayscale, sides divisible by :attr:`IMAMatchNet.size_multiple`).
+:mod:`imamatch.api` turns user images into those and maps keypoints back.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CoarseTransformer
-from .backbone import BACKBONES, BackboneOutput
+from .backbone import BackboneOutput, make_backbone
 from .coarse import CoarseMatches, drop_border, dual_softmax, mutual_matches, select_matches
 from .config import MatcherConfig
 from .densify import FineQueries, cell_centres, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
+from .layout import GELU
 from .neighbourhood import local_affine, neighbourhood_residual
 from .subpixel import polish_matches
 from .strips import paste_rows, strip_ranges
@@ -47,7 +48,7 @@ class DWBlock(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, dim, 1), nn.GELU(),
+        self.body = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, dim, 1), GELU(),
                                   nn.Conv2d(dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +66,8 @@ class TopDown(nn.Module):
         super().__init__()
         self.strides = sorted(skip_dims, reverse=True)
         self.top = nn.Conv2d(coarse_dim, out_dim, 1)
-        self.pixel_stem = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 32, 3, padding=1),
-                                        nn.GELU()) if pixel_stem else None
+        self.pixel_stem = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), GELU(), nn.Conv2d(32, 32, 3, padding=1),
+                                        GELU()) if pixel_stem else None
         extra = {s: (32 if s == 2 and pixel_stem else 0) for s in skip_dims}
         self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c + extra[s], out_dim, 1) for s, c in skip_dims.items()})
         self.smooth = nn.ModuleDict({str(s): DWBlock(out_dim) for s in skip_dims})
@@ -135,9 +136,7 @@ class IMAMatchNet(nn.Module):
     def __init__(self, conf: MatcherConfig) -> None:
         super().__init__()
         self.conf = conf
-        if conf.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {conf.backbone!r}; choose from {sorted(BACKBONES)}")
-        self.backbone = BACKBONES[conf.backbone]()
+        self.backbone = make_backbone(conf.backbone, conf.stem)
         cdim = self.backbone.coarse_dim
         self.coarse_in = nn.Conv2d(cdim, conf.dim, 1)
         if cdim == conf.dim:
@@ -157,14 +156,19 @@ class IMAMatchNet(nn.Module):
                                 conf.refine_window, conf.refine_bound, conf.refine_iters,
                                 conf.consistency_radius, conf.consistency_min_prob)
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: 8 (the coarse grid) times the largest attention stride."""
+        return 8 * max(self.conf.scales)
+
     # ------------------------------------------------------------------ stages
     def encode(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
                valid1: torch.Tensor | None = None, assignment: bool = True,
                features0: BackboneOutput | None = None) -> Encoded:
-        """Images ``(B, 1, H_i, W_i)`` in [0, 1] (sides divisible by 32); ``valid_i`` ``(B, H_i/8, W_i/8)``
-        bool marks real (unpadded) cells, or None. ``assignment`` False skips the dual-softmax matrix
-        (:meth:`coarse_matches` then selects the matches without it). ``features0``: ``self.backbone(image0)``
-        if already computed (inference: reused when image 0 is matched again)."""
+        """Images ``(B, 1, H_i, W_i)`` in [0, 1] (sides divisible by :attr:`size_multiple`); ``valid_i``
+        ``(B, H_i/8, W_i/8)`` bool marks real (unpadded) cells, or None. ``assignment`` False skips the
+        dual-softmax matrix (:meth:`coarse_matches` then selects the matches without it). ``features0``:
+        ``self.backbone(image0)`` if already computed (inference: reused when image 0 is matched again)."""
         # training: both images in one batch; inference: one image at a time (same time, 40 % lower peak memory)
         joint = self.training and image0.shape == image1.shape and features0 is None
         if joint:

@@ -85,6 +85,13 @@ def test_prepare_pads_and_maps_back():
     assert int(q.valid.sum()) == 15 * 25
     # pixel centres map back exactly: resized pixel x ↔ original (x + 0.5) * s - 0.5
     np.testing.assert_allclose(to_original(np.array([[-0.5, -0.5], [199.5, 119.5]]), q), [[-0.5, -0.5], [499.5, 299.5]])
+    # a 16:9 frame at 640: 360 rows, a multiple of 8 (no padding) but not of 32 (24 padded rows)
+    wide = np.zeros((1080, 1920), np.float32)
+    assert prepare(wide, 640, 8).tensor.shape == (1, 1, 360, 640)
+    assert prepare(wide, 640).tensor.shape == (1, 1, 384, 640)
+    assert prepare(g, 200, 8).tensor.shape == (1, 1, 120, 200) and bool(prepare(g, 200, 8).valid.all())
+    with pytest.raises(ValueError, match="multiple of 8"):
+        prepare(g, 640, 12)
 
 
 def test_huge_jpeg_decodes_with_bounded_size(tmp_path):

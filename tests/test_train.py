@@ -4,6 +4,7 @@ import json
 
 import torch
 
+from imamatch.config import ARCHITECTURE_FIELDS
 from imamatch.data.synthetic import bundled_photo_folder
 from imamatch.train.trainer import TrainConfig, train
 from imamatch.weights import read_weights
@@ -59,6 +60,11 @@ def test_fine_tuned_pretrained_backbone_keeps_its_batchnorm_statistics(tmp_path)
         torch.testing.assert_close(tuned[k].float(), ship[k].float())
     assert any(not torch.equal(tuned[k].float(), ship[k].float()) for k in convs)  # the weights do train
     assert IMAMatch("fast", weights=str(tmp_path / "run" / "last.safetensors")).net.backbone is not None
+    # without --arch the run keeps the init file's architecture (every tensor fits)
+    _, shipped_conf, _ = read_weights(SHIPPED["fast"])
+    _, tuned_conf, _ = read_weights(tmp_path / "run" / "last.safetensors")
+    assert all(getattr(tuned_conf, f) == getattr(shipped_conf, f) for f in ARCHITECTURE_FIELDS)
+    assert tuned.keys() == ship.keys()
 
 
 def test_architecture_ablation_trains_and_is_stored(tmp_path):

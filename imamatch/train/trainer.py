@@ -75,7 +75,8 @@ class TrainConfig:
     backbone_bn_stats: bool | None = None  # trained backbone: update its BatchNorm statistics too? None: only
     #                                        when it starts from scratch (no init / init_aliked), else keep the
     #                                        pretrained ones, which batches of 2 pairs would corrupt
-    init: str | None = None          # imamatch .safetensors to start from (tensors whose name and shape fit)
+    init: str | None = None          # imamatch .safetensors to start from (tensors whose name and shape fit;
+    #                                  its stored architecture, with `architecture` over it)
     init_aliked: str | None = None   # ALIKED-n16 .pth (read with weights_only=True) for the backbone
     threads: int | None = None
     max_minutes: float | None = None  # stop (with a checkpoint) after this long
@@ -272,11 +273,16 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     weights_path, state_path, log_path = out / "last.safetensors", out / "state.pt", out / "log.jsonl"
     torch.manual_seed(cfg.seed)
-    conf: MatcherConfig = PRESETS[cfg.preset].replace(**cfg.architecture)
+    resume = weights_path.exists() and state_path.exists()
+    init = read_weights(cfg.init) if cfg.init and not resume else None
+    conf: MatcherConfig = PRESETS[cfg.preset]
+    if init is not None and init[1] is not None:  # the init file's architecture, unless --arch changes it
+        conf = conf.with_architecture_of(init[1])
+    conf = conf.replace(**cfg.architecture)
     net = IMAMatchNet(conf)
     step = 0
     state = None
-    if weights_path.exists() and state_path.exists():
+    if resume:
         tensors, stored, _ = read_weights(weights_path)
         conf = stored or conf
         net = IMAMatchNet(conf)
@@ -286,8 +292,8 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             print(f"resuming from {weights_path} at step {step}")
     else:
-        if cfg.init:
-            tensors, _, _ = read_weights(cfg.init)
+        if init is not None:
+            tensors = init[0]
             own = net.state_dict()
             fit = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape}
             net.load_state_dict(fit, strict=False)
