@@ -88,10 +88,42 @@ class SpaceToDepthStem(nn.Module):
         return self.out(F.relu(self.mix(F.relu(self.conv(F.pixel_unshuffle(image, 2))))))
 
 
+class LiteBlock2(nn.Module):
+    """A cheap stand-in for ALIKED's block 2 at 1/2 resolution: two depthwise 3×3 + pointwise stages (the same
+    two 3×3 convs of reach, so the same strip halo) and a 1×1 skip; ~1/6 of the block's multiply-adds.
+    Trained to reproduce block 2 (:func:`imamatch.train.distil.distil_mid`)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.dw1 = nn.Conv2d(cin, cin, 3, padding=1, groups=cin)
+        self.pw1 = nn.Conv2d(cin, cout, 1)
+        self.dw2 = nn.Conv2d(cout, cout, 3, padding=1, groups=cout)
+        self.pw2 = nn.Conv2d(cout, cout, 1)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.selu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))) + self.skip(x))
+
+
+class PlainBlock3(nn.Module):
+    """A stand-in for ALIKED's deformable block 3 at 1/8 resolution: the same residual block with plain 3×3
+    convolutions (deformable sampling is the backbone's slowest op on a CPU). Distilled like :class:`LiteBlock2`."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(cin, cout, 3, padding=1)
+        self.b = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.selu(self.b(F.relu(self.a(x))) + self.skip(x))
+
+
 class LocalFeatureBackbone(nn.Module):
     """ALIKED-n16 topology. Input grayscale ``(B, 1, H, W)`` in [0, 1], H and W divisible by 8 (the 1/32
     block pools partial windows at the bottom/right edge over what they hold). ``stem`` "aliked": ALIKED's
     block 1 at full resolution, average-pooled to 1/2; "s2d": :class:`SpaceToDepthStem` in its place.
+    ``mid`` "aliked": ALIKED's blocks 2 and 3; "lite": :class:`LiteBlock2` and :class:`PlainBlock3` instead.
 
     Returns coarse ``(B, 128, H/8, W/8)`` and a 1/2 skip ``(B, 64, H/2, W/2)``.
     """
@@ -101,15 +133,18 @@ class LocalFeatureBackbone(nn.Module):
     skip_dims = {2: 64}
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) 1/2 skip
 
-    def __init__(self, stem: str = "aliked") -> None:
+    def __init__(self, stem: str = "aliked", mid: str = "aliked") -> None:
         super().__init__()
         if stem not in ("aliked", "s2d"):
             raise ValueError(f"unknown stem {stem!r}; choose 'aliked' or 's2d'")
+        if mid not in ("aliked", "lite"):
+            raise ValueError(f"unknown mid blocks {mid!r}; choose 'aliked' or 'lite'")
         c1, c2, c3, c4 = self.widths
         self.block1 = _PlainBlock(3, c1) if stem == "aliked" else None
         self.stem = SpaceToDepthStem(c1) if stem == "s2d" else None
-        self.block2 = _ResidualBlock(c1, c2, deform=False)
-        self.block3 = _ResidualBlock(c2, c3, deform=True)
+        lite = mid == "lite"
+        self.block2 = LiteBlock2(c1, c2) if lite else _ResidualBlock(c1, c2, deform=False)
+        self.block3 = PlainBlock3(c2, c3) if lite else _ResidualBlock(c2, c3, deform=True)
         self.block4 = _ResidualBlock(c3, c4, deform=True)
         self.proj = nn.ModuleList([nn.Conv2d(c, c4 // 4, 1, bias=False) for c in self.widths])
 
@@ -242,12 +277,12 @@ class ReferenceBackbone(nn.Module):
 BACKBONES: dict[str, type[nn.Module]] = {"aliked": LocalFeatureBackbone, "reference": ReferenceBackbone}
 
 
-def make_backbone(name: str, stem: str = "aliked") -> nn.Module:
-    """The backbone ``name`` (a key of :data:`BACKBONES`); ``stem`` applies to "aliked" only."""
+def make_backbone(name: str, stem: str = "aliked", mid: str = "aliked") -> nn.Module:
+    """The backbone ``name`` (a key of :data:`BACKBONES`); ``stem`` and ``mid`` apply to "aliked" only."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     if name == "aliked":
-        return LocalFeatureBackbone(stem)
-    if stem != "aliked":
-        raise ValueError(f"stem {stem!r} applies to the 'aliked' backbone only")
+        return LocalFeatureBackbone(stem, mid)
+    if stem != "aliked" or mid != "aliked":
+        raise ValueError(f"stem {stem!r} / mid {mid!r} apply to the 'aliked' backbone only")
     return BACKBONES[name]()

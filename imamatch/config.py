@@ -13,6 +13,7 @@ class MatcherConfig:
     # network
     backbone: str = "aliked"          # "aliked" (CPU-fast, pretrained init) or "reference"
     stem: str = "aliked"              # aliked's first block: "aliked" (full res.) or "s2d" (1/2 res., ~4× cheaper)
+    mid: str = "aliked"               # aliked's blocks 2, 3: "aliked" or "lite" (depthwise block 2, plain block 3)
     dim: int = 128                    # coarse feature / attention width
     heads: int = 4
     n_blocks: int = 3                 # self+cross blocks
@@ -82,8 +83,8 @@ class MatcherConfig:
         return cls().replace(**d)
 
 
-ARCHITECTURE_FIELDS = ("backbone", "stem", "dim", "heads", "n_blocks", "scales", "focus_power", "separable_qkv",
-                       "fine_dim", "fine_blocks", "pixel_stem", "fine_window", "fine_bound", "refine_window",
+ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "dim", "heads", "n_blocks", "scales", "focus_power",
+                       "separable_qkv", "fine_dim", "fine_blocks", "pixel_stem", "fine_window", "fine_bound", "refine_window",
                        "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {

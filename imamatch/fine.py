@@ -170,12 +170,16 @@ class FineMatcher(nn.Module):
         return near & (prob >= self.min_prob), heat.max(dim=-1).values
 
     def forward(self, f0: torch.Tensor, f1: torch.Tensor, b: torch.Tensor, query0: torch.Tensor,
-                ref1: torch.Tensor, group: torch.Tensor | None = None, chunk: int | None = None) -> FineResult:
+                ref1: torch.Tensor, group: torch.Tensor | None = None, chunk: int | None = None,
+                refine_consistent_only: bool = False) -> FineResult:
         """Fine features ``(B, C, H/2, W/2)``, queries ``(N, 2)`` in image 0 and reference centres ``(N, 2)`` in
         image 1 (half-res px); ``group``: see :meth:`FineStage.forward`. ``chunk``: match at most about that
-        many queries at a time (whole groups; same result, bounded memory)."""
+        many queries at a time (whole groups; same result, bounded memory). ``refine_consistent_only``: the
+        refinement stages skip the queries that fail the consistency check (inference, when those are dropped:
+        their ``match1`` is then the stage-1 position and their refinement offsets zero)."""
         s0, s1 = WindowSource.of(f0), WindowSource.of(f1)  # shared by all stages and chunks
-        parts = [self._match(s0, s1, b[lo:hi], query0[lo:hi], ref1[lo:hi], None if group is None else group[lo:hi])
+        parts = [self._match(s0, s1, b[lo:hi], query0[lo:hi], ref1[lo:hi], None if group is None else group[lo:hi],
+                             refine_consistent_only)
                  for lo, hi in chunk_bounds(len(b), group, chunk)]
         if len(parts) == 1:
             return parts[0]
@@ -187,18 +191,22 @@ class FineMatcher(nn.Module):
                           [cat(xs) for xs in zip(*(p.refs2 for p in parts))])
 
     def _match(self, s0: WindowSource, s1: WindowSource, b: torch.Tensor, query0: torch.Tensor, ref1: torch.Tensor,
-               group: torch.Tensor | None) -> FineResult:
+               group: torch.Tensor | None, consistent_only: bool = False) -> FineResult:
         off1, heat = self.stage1(s0, s1, b, query0, ref1, group)
         consistent, peak_prob = self.consistency(off1.detach(), heat.detach())
-        pos = ref1 + off1
-        stage1 = pos
+        stage1 = ref1 + off1
+        sel = consistent.nonzero()[:, 0] if consistent_only else None
+        pos = stage1 if sel is None else stage1[sel]
         offsets2, refs2 = [], []
         for _ in range(self.refine_iters):
             ref = pos.detach()
-            off2, _ = self.stage2(s0, s1, b, query0, ref)
-            offsets2.append(off2)
-            refs2.append(ref)
+            off2, _ = (self.stage2(s0, s1, b, query0, ref) if sel is None
+                       else self.stage2(s0, s1, b[sel], query0[sel], ref))
+            offsets2.append(off2 if sel is None else off2.new_zeros(stage1.shape).index_copy_(0, sel, off2))
+            refs2.append(ref if sel is None else stage1.detach().index_copy(0, sel, ref))
             pos = ref + off2
+        if sel is not None:
+            pos = stage1.index_copy(0, sel, pos)
         return FineResult(pos, stage1, off1, heat, consistent, peak_prob, offsets2, refs2)
 
 

@@ -136,7 +136,7 @@ class IMAMatchNet(nn.Module):
     def __init__(self, conf: MatcherConfig) -> None:
         super().__init__()
         self.conf = conf
-        self.backbone = make_backbone(conf.backbone, conf.stem)
+        self.backbone = make_backbone(conf.backbone, conf.stem, conf.mid)
         cdim = self.backbone.coarse_dim
         self.coarse_in = nn.Conv2d(cdim, conf.dim, 1)
         if cdim == conf.dim:
@@ -211,8 +211,11 @@ class IMAMatchNet(nn.Module):
         return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, self.conf.densify_points)
 
     def refine(self, enc: Encoded, q: FineQueries) -> FineResult:
-        chunk = None if torch.is_grad_enabled() else FINE_CHUNK  # bounded memory at inference, same result
-        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1, q.parent, chunk=chunk)
+        inference = not torch.is_grad_enabled()
+        chunk = FINE_CHUNK if inference else None  # bounded memory at inference, same result
+        # at inference the queries the consistency check drops are not refined (same kept matches)
+        return self.fine(enc.fine0, enc.fine1, q.b, q.query0, q.ref1, q.parent, chunk=chunk,
+                         refine_consistent_only=inference and self.conf.consistency_check)
 
     def polish(self, image0: torch.Tensor, image1: torch.Tensor, enc: Encoded, b: torch.Tensor, kp0: torch.Tensor,
                kp1: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -59,6 +59,15 @@ def _sample_points(fmap: torch.Tensor, b: torch.Tensor, pts: torch.Tensor) -> to
     return out
 
 
+def solve_2x2(a: torch.Tensor, damp: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``(a + damp·I)⁻¹ rhs`` for ``a`` ``(N, 2, 2)``, ``damp`` ``(N,)``, ``rhs`` ``(N, 2)``, by Cramer's rule
+    (``torch.linalg.solve`` on many 2×2 systems costs a batched LU)."""
+    a00, a01 = a[:, 0, 0] + damp, a[:, 0, 1]
+    a10, a11 = a[:, 1, 0], a[:, 1, 1] + damp
+    det = a00 * a11 - a01 * a10
+    return torch.stack([a11 * rhs[:, 0] - a01 * rhs[:, 1], a00 * rhs[:, 1] - a10 * rhs[:, 0]], -1) / det[:, None]
+
+
 def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, kp0: torch.Tensor,
                    kp1: torch.Tensor, radius: int = 3, iters: int = 4, max_shift: float = 3.0,
                    min_std: float = 0.01, affine: torch.Tensor | None = None) -> Polished:
@@ -93,13 +102,12 @@ def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, 
     pos = kp1
     p1, grad, ncc0 = correlate(pos)
     ncc = ncc0
-    eye = torch.eye(2, dtype=kp1.dtype, device=kp1.device)
     for _ in range(iters):
         res = p1 - p0                                                          # N, S²
         hess = grad.transpose(1, 2) @ grad / size**2                           # N, 2, 2
         rhs = (grad.transpose(1, 2) @ res[..., None])[..., 0] / size**2        # N, 2
         damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-6)
-        step = -torch.linalg.solve(hess + damp[:, None, None] * eye, rhs)
+        step = -solve_2x2(hess, damp, rhs)
         pos = pos + step.clamp(-1.0, 1.0)
         p1, grad, ncc = correlate(pos)
     ok = (ncc > ncc0) & ((pos - start).norm(dim=-1) <= max_shift) & (sd0[:, 0] > min_std)

@@ -1,5 +1,5 @@
 """Backbone: the strip-wise half-resolution part gives the whole-image result of the plain definition (both
-stems, sides multiples of 8 or of 32)."""
+stems, both kinds of blocks 2 and 3, sides multiples of 8 or of 32)."""
 
 import pytest
 import torch
@@ -29,11 +29,11 @@ def plain_forward(bb: LocalFeatureBackbone, image: torch.Tensor) -> tuple[torch.
     return coarse, torch.cat([p1, p2], dim=1)
 
 
-@pytest.mark.parametrize("stem", ["aliked", "s2d"])
+@pytest.mark.parametrize("stem,mid", [("aliked", "aliked"), ("s2d", "aliked"), ("s2d", "lite")])
 @pytest.mark.parametrize("shape", [(1, 1, 96, 64), (2, 1, 64, 160), (1, 1, 32, 32), (1, 1, 72, 88), (1, 1, 8, 16)])
-def test_strips_equal_the_whole_image(shape, stem):
+def test_strips_equal_the_whole_image(shape, stem, mid):
     torch.manual_seed(0)
-    bb = LocalFeatureBackbone(stem).eval()
+    bb = LocalFeatureBackbone(stem, mid).eval()
     x = torch.rand(shape)
     with torch.no_grad():
         coarse, fine = plain_forward(bb, x)
@@ -59,13 +59,27 @@ def test_training_path_keeps_gradients(stem):
     assert (bb.block1 is None) == (stem == "s2d") and (bb.stem is None) == (stem == "aliked")
 
 
+def test_lite_blocks_replace_blocks_2_and_3_and_train():
+    from imamatch.backbone import LiteBlock2, PlainBlock3
+    bb = LocalFeatureBackbone("s2d", "lite")
+    assert isinstance(bb.block2, LiteBlock2) and isinstance(bb.block3, PlainBlock3)
+    out = bb(torch.rand(1, 1, 64, 96))
+    (out.coarse.sum() + out.skips[2].sum()).backward()
+    assert bb.block2.dw1.weight.grad is not None and bb.block3.a.weight.grad is not None
+    assert out.coarse.shape == (1, 128, 8, 12) and out.skips[2].shape == (1, 64, 32, 48)
+
+
 def test_unknown_stem():
     from imamatch.backbone import make_backbone
 
     with pytest.raises(ValueError, match="stem"):
         LocalFeatureBackbone("tiny")
+    with pytest.raises(ValueError, match="mid blocks"):
+        LocalFeatureBackbone("s2d", "tiny")
     with pytest.raises(ValueError, match="'aliked' backbone only"):
         make_backbone("reference", "s2d")
+    with pytest.raises(ValueError, match="'aliked' backbone only"):
+        make_backbone("reference", mid="lite")
     with pytest.raises(ValueError, match="unknown backbone"):
         make_backbone("vgg")
 

@@ -104,3 +104,22 @@ def test_windows_from_a_shared_source_and_far_outside():
         torch.testing.assert_close(sample_windows(src, b, centres, size), sample_windows(fmap, b, centres, size))
     far = torch.tensor([[-40.0, 5.0], [5.0, 1e9], [float("-inf"), 3.0]])
     assert (sample_windows(fmap, torch.zeros(3, dtype=torch.long), far, 7)[:2] == 0).all()
+
+
+def test_refining_only_consistent_queries_keeps_their_matches():
+    torch.manual_seed(1)
+    fm = FineMatcher(dim=8, size=7, bound=3.0, refine_size=3, refine_bound=1.5, refine_iters=2,
+                     radius=1.0, min_prob=0.0)
+    f0, f1 = torch.randn(1, 8, 30, 30), torch.randn(1, 8, 30, 30)
+    query0 = torch.rand(200, 2) * 26 + 2
+    refs = query0 + torch.randn(200, 2)
+    b = torch.zeros(200, dtype=torch.long)
+    with torch.no_grad():
+        full = fm(f0, f1, b, query0, refs)
+        some = fm(f0, f1, b, query0, refs, refine_consistent_only=True)
+    ok = full.consistent
+    assert 0 < int(ok.sum()) < 200  # both kinds present, else the test says nothing
+    torch.testing.assert_close(some.consistent, ok)
+    torch.testing.assert_close(some.match1[ok], full.match1[ok])
+    torch.testing.assert_close(some.match1[~ok], full.stage1[~ok])  # not refined
+    assert all(float(o[~ok].abs().max()) == 0 for o in some.offsets2)

@@ -106,3 +106,15 @@ def test_polish_is_differentiable_in_the_images():
     out = polish_matches(image0(), img1, torch.zeros(20, dtype=torch.long), k0, k0 + shift + 0.5, max_shift=3.0)
     out.keypoints1.sum().backward()
     assert img1.grad is not None and img1.grad.abs().sum() > 0
+
+
+def test_closed_form_2x2_solve_equals_linalg_solve():
+    from imamatch.subpixel import solve_2x2
+
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(500, 2, 2, dtype=torch.float64, generator=g)
+    a = m @ m.transpose(1, 2)  # symmetric positive semi-definite, as the Gauss–Newton matrices
+    damp = torch.rand(500, dtype=torch.float64, generator=g) * 1e-2 + 1e-6
+    rhs = torch.randn(500, 2, dtype=torch.float64, generator=g)
+    expect = torch.linalg.solve(a + damp[:, None, None] * torch.eye(2, dtype=torch.float64), rhs)
+    torch.testing.assert_close(solve_2x2(a, damp, rhs), expect, rtol=1e-8, atol=1e-10)

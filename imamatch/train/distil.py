@@ -1,9 +1,11 @@
-"""Distil the backbone's full-resolution first block into the cheap space-to-depth stem (``stem="s2d"``).
+"""Distil parts of the backbone into cheaper stand-ins, on random crops of photos with photometric augmentation
+(squared errors relative to the targets' variance); every other tensor is the teacher's, and the result can match
+as it is or start ``imamatch train --init FILE``.
 
-The student (:class:`imamatch.backbone.SpaceToDepthStem`) learns to reproduce block 1 of a trained network,
-average-pooled to 1/2 resolution, and what block 2 makes of it, on random crops of photos with photometric
-augmentation (squared errors relative to the targets' variance). Every other tensor is the teacher's; the
-result can match as it is or start ``imamatch train --init FILE --arch stem=s2d``.
+* :func:`distil_stem`: the full-resolution first block into the space-to-depth stem (``stem="s2d"``,
+  :class:`imamatch.backbone.SpaceToDepthStem`): block 1 average-pooled to 1/2, and what block 2 makes of it.
+* :func:`distil_mid`: blocks 2 and 3 (the latter deformable) into :class:`imamatch.backbone.LiteBlock2` and
+  :class:`imamatch.backbone.PlainBlock3` (``mid="lite"``): their outputs and the projections made of them.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from ..backbone import LocalFeatureBackbone, SpaceToDepthStem
+from ..backbone import LiteBlock2, LocalFeatureBackbone, PlainBlock3, SpaceToDepthStem
+from ..config import MatcherConfig
 from ..errors import DataError
 from ..io import read_image
 from ..model import IMAMatchNet
@@ -74,33 +78,97 @@ def stem_loss(teacher: LocalFeatureBackbone, student: SpaceToDepthStem, x: torch
     return ((s1 - t1) ** 2).mean() / t1.var() + ((teacher.block2(s1) - t2) ** 2).mean() / t2.var()
 
 
+def _relative(a: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((a - target) ** 2).mean() / target.var()
+
+
+def mid_loss(teacher: LocalFeatureBackbone, block2: nn.Module, block3: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Relative squared errors of the student blocks 2 and 3 (block 3 on the student's block 2) against the
+    teacher's, and of the projections the coarse and fine features are made of (the teacher's projections and
+    block 4 on either). ``x``: ``(B, 1, H, W)``, H and W multiples of 32."""
+    proj = teacher.proj
+
+    def heads(x2: torch.Tensor, x3: torch.Tensor) -> list[torch.Tensor]:
+        return [x2, x3, F.selu(proj[1](x2)), F.selu(proj[2](x3)),
+                F.selu(proj[3](teacher.block4(F.avg_pool2d(x3, 4, ceil_mode=True))))]
+
+    with torch.no_grad():
+        x1 = teacher.first_block(x, 0, x.shape[-2] // 2)
+        t2 = teacher.block2(x1)
+        targets = heads(t2, teacher.block3(F.avg_pool2d(t2, 4)))
+    s2 = block2(x1)
+    outputs = heads(s2, block3(F.avg_pool2d(s2, 4)))
+    return sum(_relative(o, t) for o, t in zip(outputs, targets))
+
+
 def distil_stem(photos: str | Path, teacher_path: str | Path, out: str | Path, steps: int = 6000, batch: int = 8,
                 crop: int = 192, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> DistilResult:
     """Train a :class:`SpaceToDepthStem` on the photos of the folder ``photos`` to stand in for block 1 of the
     network in ``teacher_path`` and write the network with it (``stem="s2d"``) to ``out``."""
-    if crop % 8 or crop <= 0:
-        raise ValueError(f"crop must be a positive multiple of 8, got {crop}")
-    tensors, conf, _ = read_weights(teacher_path)
-    if conf is None or conf.backbone != "aliked" or conf.stem != "aliked":
+    _check_crop(crop, 8)
+    tensors, conf, teacher = _teacher(teacher_path)
+    if conf.stem != "aliked":
         raise ValueError(f"{teacher_path}: the teacher must be an 'aliked' backbone with its full-resolution block 1")
+    torch.manual_seed(seed)
+    student = SpaceToDepthStem(teacher.widths[0])
+    loss = lambda x: stem_loss(teacher, student, x)  # noqa: E731
+    before, after = _train(student, loss, photos, steps, batch, crop, lr, seed, progress, "distil stem")
+    return _write(tensors, conf.replace(stem="s2d"), {"backbone.stem": student}, out,
+                  f"stem distilled from {Path(teacher_path).name}: {steps} steps, "
+                  f"held-out relative error {before:.4f} -> {after:.4f}", before, after)
+
+
+def distil_mid(photos: str | Path, teacher_path: str | Path, out: str | Path, steps: int = 3000, batch: int = 8,
+               crop: int = 192, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> DistilResult:
+    """Train :class:`LiteBlock2` and :class:`PlainBlock3` on the photos of the folder ``photos`` to stand in for
+    blocks 2 and 3 of the network in ``teacher_path`` and write the network with them (``mid="lite"``) to
+    ``out``."""
+    _check_crop(crop, 32)  # (the 1/32 block)
+    tensors, conf, teacher = _teacher(teacher_path)
+    if conf.mid != "aliked":
+        raise ValueError(f"{teacher_path}: the teacher must have ALIKED's blocks 2 and 3 (mid='aliked')")
+    torch.manual_seed(seed)
+    c1, c2, c3, _ = teacher.widths
+    student = nn.ModuleDict({"block2": LiteBlock2(c1, c2), "block3": PlainBlock3(c2, c3)})
+    loss = lambda x: mid_loss(teacher, student["block2"], student["block3"], x)  # noqa: E731
+    before, after = _train(student, loss, photos, steps, batch, crop, lr, seed, progress, "distil blocks 2, 3")
+    return _write(tensors, conf.replace(mid="lite"),
+                  {"backbone.block2": student["block2"], "backbone.block3": student["block3"]}, out,
+                  f"blocks 2 and 3 distilled from {Path(teacher_path).name}: {steps} steps, "
+                  f"held-out relative error {before:.4f} -> {after:.4f}", before, after)
+
+
+def _check_crop(crop: int, multiple: int) -> None:
+    if crop % multiple or crop <= 0:
+        raise ValueError(f"crop must be a positive multiple of {multiple}, got {crop}")
+
+
+def _teacher(path: str | Path) -> tuple[dict[str, torch.Tensor], MatcherConfig, LocalFeatureBackbone]:
+    """The tensors and configuration of a weights file, and its backbone in inference mode, frozen."""
+    tensors, conf, _ = read_weights(path)
+    if conf is None or conf.backbone != "aliked":
+        raise ValueError(f"{path}: the teacher must be an imamatch network with the 'aliked' backbone")
     net = IMAMatchNet(conf)
     net.load_state_dict({k: v.float() for k, v in tensors.items()})
     teacher = net.backbone.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    return tensors, conf, teacher
 
-    torch.manual_seed(seed)
+
+def _train(student: nn.Module, loss_fn, photos: str | Path, steps: int, batch: int, crop: int, lr: float,
+           seed: int, progress: bool, desc: str) -> tuple[float, float]:
+    """Adam with a cosine schedule on ``loss_fn(crops)``; the held-out loss before and after."""
     rng = np.random.default_rng(seed)
-    student = SpaceToDepthStem(teacher.widths[0])
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
     images = load_photos(photos)
     held_out = random_crops(images, 32, crop, np.random.default_rng(seed + 1))
     with torch.no_grad():
-        before = float(stem_loss(teacher, student, held_out))
-    bar = tqdm(range(steps), desc="distil stem", disable=not progress)
+        before = float(loss_fn(held_out))
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
-        loss = stem_loss(teacher, student, random_crops(images, batch, crop, rng))
+        loss = loss_fn(random_crops(images, batch, crop, rng))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -108,16 +176,21 @@ def distil_stem(photos: str | Path, teacher_path: str | Path, out: str | Path, s
         if step % 100 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     with torch.no_grad():
-        after = float(stem_loss(teacher, student, held_out))
+        after = float(loss_fn(held_out))
+    return before, after
 
-    conf_s = conf.replace(stem="s2d")
-    result = IMAMatchNet(conf_s)
+
+def _write(tensors: dict[str, torch.Tensor], conf: MatcherConfig, parts: dict[str, nn.Module], out: str | Path,
+           note: str, before: float, after: float) -> DistilResult:
+    """The network of ``conf`` with the teacher's tensors where they fit and the students' ``parts`` (by
+    prefix), written to ``out``."""
+    result = IMAMatchNet(conf)
     own = result.state_dict()
-    state = {k: v.float() for k, v in tensors.items() if k in own}
-    state.update({f"backbone.stem.{k}": v for k, v in student.state_dict().items()})
+    state = {k: v.float() for k, v in tensors.items() if k in own and v.shape == own[k].shape}
+    for prefix, module in parts.items():
+        state.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
     result.load_state_dict(state)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(result, conf_s, out, note=f"stem distilled from {Path(teacher_path).name}: {steps} steps, "
-                                            f"held-out relative error {before:.4f} -> {after:.4f}")
+    save_weights(result, conf, out, note=note)
     return DistilResult(before, after, out)
