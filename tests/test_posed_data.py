@@ -61,3 +61,19 @@ def test_graffiti_homography_convention(shared):
     q = np.c_[p0, np.ones(len(p0))] @ H.T
     err = np.linalg.norm(q[:, :2] / q[:, 2:] - p1, axis=1)
     assert np.median(err) < 1.0
+
+
+def test_benchmark_pairs_are_the_evaluated_images(shared):
+    from imamatch.eval.suite import benchmark_pairs
+    from imamatch.io import read_image
+
+    pairs = benchmark_pairs(shared)
+    names = [n for n, _, _ in pairs]
+    assert names[:5] == [f"graf_1to{k}" for k in range(2, 7)] and names[5:7] == ["motorcycle", "aloe"]
+    assert len(names) == 47 and len(set(names)) == 47 and all(n.startswith("fox_") for n in names[7:])
+    graf1 = read_image(shared / "graf" / "img1.png")
+    np.testing.assert_array_equal(pairs[0][1], graf1)
+    for _, a, b in pairs:
+        assert a.dtype == np.float32 and a.ndim == 2 and b.ndim == 2 and 0 <= a.min() and a.max() <= 1
+    fox = pairs[-1][1]
+    assert fox.shape == (1920, 1080)  # the phone frames, undistorted at full size

@@ -187,6 +187,31 @@ def pose_threshold_px(shape: tuple[int, ...], working_side: int = WORKING_SIDE) 
     return max(shape[:2]) / working_side
 
 
+def _gray_frames(frames: list) -> Callable[[int], np.ndarray]:
+    """Frame index → its undistorted grayscale image in [0, 1] (float32), each decoded once."""
+    cache: dict[int, np.ndarray] = {}
+
+    def gray(i: int) -> np.ndarray:
+        if i not in cache:
+            cache[i] = cv2.cvtColor(undistorted_image(frames[i]), cv2.COLOR_BGR2GRAY).astype(np.float32) / 255
+        return cache[i]
+
+    return gray
+
+
+def benchmark_pairs(data: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every image pair the shared-data evaluation matches, as it matches them: Graffiti 1→2 … 1→6, the
+    Middlebury pairs and the fixed fox pairs (undistorted), named ``graf_1to2``, ``motorcycle``, ``fox_4_5`` …"""
+    g = _require(data / "graf")
+    img1 = read_image(g / "img1.png")
+    pairs = [(f"graf_1to{k}", img1, read_image(g / f"img{k}.png")) for k in range(2, 7)]
+    pairs += [(name, left, right) for name, left, right, _ in _stereo_pairs(data)]
+    frames = load_posed(_require(data / "fox"))
+    gray = _gray_frames(frames)
+    pairs += [(f"fox_{i}_{j}", gray(i), gray(j)) for i, j in select_pairs(frames)]
+    return pairs
+
+
 def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None = None,
                prefix: str = "fox", trials: int = 1, working_side: int = WORKING_SIDE) -> dict[str, float]:
     """A posed sequence (``transforms.json`` or a COLMAP model), undistorted: relative pose AUC@5/10/20° on the
@@ -197,12 +222,7 @@ def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None =
     the matches, :func:`shuffled_trials`)."""
     frames = load_posed(_require(folder))
     pairs = select_pairs(frames)
-    cache: dict[int, np.ndarray] = {}
-
-    def gray(i: int) -> np.ndarray:
-        if i not in cache:
-            cache[i] = cv2.cvtColor(undistorted_image(frames[i]), cv2.COLOR_BGR2GRAY).astype(np.float32) / 255
-        return cache[i]
+    gray = _gray_frames(frames)
 
     variants = {False: "", True: "_ba"} if refine is None else {refine: ""}
     errs: dict[str, list[float]] = {v: [] for v in variants.values()}
