@@ -109,9 +109,11 @@ def from_tokens(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 class AttentionLayer(nn.Module):
-    """One multi-scale focused linear attention layer (self when ``source is target``) + conv FFN."""
+    """One multi-scale focused linear attention layer (self when ``source is target``) + conv FFN
+    (``ffn_ratio`` × ``dim`` hidden channels)."""
 
-    def __init__(self, dim: int, heads: int, scales: tuple[int, ...], power: float, separable: bool) -> None:
+    def __init__(self, dim: int, heads: int, scales: tuple[int, ...], power: float, separable: bool,
+                 ffn_ratio: int = 2) -> None:
         super().__init__()
         self.norm_t, self.norm_s = ChannelNorm(dim), ChannelNorm(dim)
         self.q = nn.Conv2d(dim, dim, 1, bias=False)
@@ -119,9 +121,10 @@ class AttentionLayer(nn.Module):
         self.branches = nn.ModuleList([ScaleBranch(dim, heads, s, power, separable) for s in scales])
         self.branch_logits = nn.Parameter(torch.ones(len(scales)))
         self.merge = nn.Conv2d(dim, dim, 1)
-        self.ffn = nn.Sequential(ChannelNorm(dim), nn.Conv2d(dim, 2 * dim, 1), GELU(),
-                                 nn.Conv2d(2 * dim, 2 * dim, 3, padding=1, groups=2 * dim), GELU(),
-                                 nn.Conv2d(2 * dim, dim, 1))
+        hidden = ffn_ratio * dim
+        self.ffn = nn.Sequential(ChannelNorm(dim), nn.Conv2d(dim, hidden, 1), GELU(),
+                                 nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), GELU(),
+                                 nn.Conv2d(hidden, dim, 1))
         for last in (self.merge, self.ffn[-1]):  # the layer starts as the identity
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
@@ -149,12 +152,12 @@ class CoarseTransformer(nn.Module):
     """``n_blocks`` × (self, cross) on a pair of 1/8 maps. Cross layers share weights in both directions."""
 
     def __init__(self, dim: int, heads: int, n_blocks: int, scales: tuple[int, ...], power: float,
-                 separable: bool) -> None:
+                 separable: bool, ffn_ratio: int = 2) -> None:
         super().__init__()
         self.self_layers = nn.ModuleList(
-            [AttentionLayer(dim, heads, scales, power, separable) for _ in range(n_blocks)])
+            [AttentionLayer(dim, heads, scales, power, separable, ffn_ratio) for _ in range(n_blocks)])
         self.cross_layers = nn.ModuleList(
-            [AttentionLayer(dim, heads, scales, power, separable) for _ in range(n_blocks)])
+            [AttentionLayer(dim, heads, scales, power, separable, ffn_ratio) for _ in range(n_blocks)])
 
     def forward(self, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None = None,
                 m1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

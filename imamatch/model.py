@@ -147,7 +147,7 @@ class IMAMatchNet(nn.Module):
                 self.coarse_in.weight.copy_(gain * torch.eye(cdim)[:, :, None, None])
                 self.coarse_in.bias.zero_()
         self.transformer = CoarseTransformer(conf.dim, conf.heads, conf.n_blocks, tuple(conf.scales),
-                                             conf.focus_power, conf.separable_qkv)
+                                             conf.focus_power, conf.separable_qkv, conf.ffn_ratio)
         self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim, conf.fine_blocks, conf.pixel_stem)
         # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
         for mod in (self.backbone, self.top_down):

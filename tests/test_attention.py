@@ -82,3 +82,15 @@ def test_inference_runs_each_image_alone_with_the_joint_result():
     assert not torch.allclose(joint[0], f0)
     for a, b in zip(joint, alone):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_ffn_ratio_sets_the_hidden_width():
+    torch.manual_seed(0)
+    for ratio in (1, 2):
+        layer = AttentionLayer(16, 2, (1,), 3.0, True, ffn_ratio=ratio)
+        assert layer.ffn[1].out_channels == ratio * 16 and layer.ffn[3].groups == ratio * 16
+        assert layer.ffn[5].in_channels == ratio * 16
+        x = torch.randn(1, 16, 6, 7)
+        torch.testing.assert_close(layer(x, x, None), x)  # still the identity at initialisation
+    t = CoarseTransformer(16, 2, 1, (1,), 3.0, True, ffn_ratio=1)
+    assert all(layer.ffn[1].out_channels == 16 for layer in [*t.self_layers, *t.cross_layers])
