@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from imamatch.config import ARCHITECTURE_FIELDS
@@ -85,3 +86,14 @@ def test_architecture_ablation_trains_and_is_stored(tmp_path):
     assert m.conf.scales == (1,) and len(m.net.transformer.self_layers[0].branches) == 1
     assert len(m.net.transformer.self_layers) == 1 and len(m.net.top_down.blocks) == 0
     assert m.net.top_down.pixel_stem is None
+
+
+def test_aliked_init_refuses_the_distilled_stand_ins(tmp_path):
+    from imamatch.config import MatcherConfig
+    from imamatch.model import IMAMatchNet
+    from imamatch.train.trainer import load_aliked_backbone
+
+    for arch in ({"stem": "s2d"}, {"mid": "lite"}):
+        net = IMAMatchNet(MatcherConfig(n_blocks=1, scales=(1,), **arch))
+        with pytest.raises(ValueError, match="distilled"):
+            load_aliked_backbone(net, tmp_path / "aliked-n16.pth")  # refused before anything is read
