@@ -68,6 +68,11 @@ def random_crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Gen
     return torch.from_numpy(out)
 
 
+def _relative(a: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``a`` relative to the variance of ``target``."""
+    return ((a - target) ** 2).mean() / target.var()
+
+
 def stem_loss(teacher: LocalFeatureBackbone, student: SpaceToDepthStem, x: torch.Tensor) -> torch.Tensor:
     """Relative squared error of the student against the teacher's pooled block 1, plus that of block 2's output
     on the student's against block 2's on the teacher's. ``x``: ``(B, 1, H, W)``, H and W multiples of 8."""
@@ -75,11 +80,7 @@ def stem_loss(teacher: LocalFeatureBackbone, student: SpaceToDepthStem, x: torch
         t1 = F.avg_pool2d(teacher.block1(x.expand(-1, 3, -1, -1)), 2)
         t2 = teacher.block2(t1)
     s1 = student(x)
-    return ((s1 - t1) ** 2).mean() / t1.var() + ((teacher.block2(s1) - t2) ** 2).mean() / t2.var()
-
-
-def _relative(a: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return ((a - target) ** 2).mean() / target.var()
+    return _relative(s1, t1) + _relative(teacher.block2(s1), t2)
 
 
 def mid_loss(teacher: LocalFeatureBackbone, block2: nn.Module, block3: nn.Module, x: torch.Tensor) -> torch.Tensor:
