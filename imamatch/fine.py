@@ -196,17 +196,18 @@ class FineMatcher(nn.Module):
         consistent, peak_prob = self.consistency(off1.detach(), heat.detach())
         stage1 = ref1 + off1
         sel = consistent.nonzero()[:, 0] if consistent_only else None
-        pos = stage1 if sel is None else stage1[sel]
+        bq, q0, pos = (b, query0, stage1) if sel is None else (b[sel], query0[sel], stage1[sel])
         offsets2, refs2 = [], []
         for _ in range(self.refine_iters):
             ref = pos.detach()
-            off2, _ = (self.stage2(s0, s1, b, query0, ref) if sel is None
-                       else self.stage2(s0, s1, b[sel], query0[sel], ref))
-            offsets2.append(off2 if sel is None else off2.new_zeros(stage1.shape).index_copy_(0, sel, off2))
-            refs2.append(ref if sel is None else stage1.detach().index_copy(0, sel, ref))
+            off2, _ = self.stage2(s0, s1, bq, q0, ref)
+            offsets2.append(off2)
+            refs2.append(ref)
             pos = ref + off2
-        if sel is not None:
+        if sel is not None:  # back to all queries: the skipped ones keep their stage-1 position, zero offsets
             pos = stage1.index_copy(0, sel, pos)
+            offsets2 = [stage1.new_zeros(stage1.shape).index_copy_(0, sel, o) for o in offsets2]
+            refs2 = [stage1.detach().index_copy(0, sel, r) for r in refs2]
         return FineResult(pos, stage1, off1, heat, consistent, peak_prob, offsets2, refs2)
 
 

@@ -23,6 +23,7 @@ ap.add_argument("--crop", type=int, default=192)
 ap.add_argument("--lr", type=float, default=2e-3)
 ap.add_argument("--seed", type=int, default=0)
 a = ap.parse_args()
-r = (distil_stem if a.part == "stem" else distil_mid)(a.photos, a.teacher, a.out, a.steps, a.batch, a.crop, a.lr, a.seed)
+distil = distil_stem if a.part == "stem" else distil_mid
+r = distil(a.photos, a.teacher, a.out, a.steps, a.batch, a.crop, a.lr, a.seed)
 print(f"held-out relative squared error: {r.error_before:.4f} -> {r.error_after:.4f}")
 print(f"wrote {r.path}")

@@ -114,12 +114,11 @@ def distil_stem(photos: str | Path, teacher_path: str | Path, out: str | Path, s
     student = SpaceToDepthStem(teacher.widths[0])
     loss = lambda x: stem_loss(teacher, student, x)  # noqa: E731
     before, after = _train(student, loss, photos, steps, batch, crop, lr, seed, progress, "distil stem")
-    return _write(tensors, conf.replace(stem="s2d"), {"backbone.stem": student}, out,
-                  f"stem distilled from {Path(teacher_path).name}: {steps} steps, "
-                  f"held-out relative error {before:.4f} -> {after:.4f}", before, after)
+    note = f"stem distilled from {Path(teacher_path).name}: {steps} steps"
+    return _write(tensors, conf.replace(stem="s2d"), {"backbone.stem": student}, out, note, before, after)
 
 
-def distil_mid(photos: str | Path, teacher_path: str | Path, out: str | Path, steps: int = 3000, batch: int = 8,
+def distil_mid(photos: str | Path, teacher_path: str | Path, out: str | Path, steps: int = 6000, batch: int = 8,
                crop: int = 192, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> DistilResult:
     """Train :class:`LiteBlock2` and :class:`PlainBlock3` on the photos of the folder ``photos`` to stand in for
     blocks 2 and 3 of the network in ``teacher_path`` and write the network with them (``mid="lite"``) to
@@ -133,10 +132,10 @@ def distil_mid(photos: str | Path, teacher_path: str | Path, out: str | Path, st
     student = nn.ModuleDict({"block2": LiteBlock2(c1, c2), "block3": PlainBlock3(c2, c3)})
     loss = lambda x: mid_loss(teacher, student["block2"], student["block3"], x)  # noqa: E731
     before, after = _train(student, loss, photos, steps, batch, crop, lr, seed, progress, "distil blocks 2, 3")
+    note = f"blocks 2 and 3 distilled from {Path(teacher_path).name}: {steps} steps"
     return _write(tensors, conf.replace(mid="lite"),
-                  {"backbone.block2": student["block2"], "backbone.block3": student["block3"]}, out,
-                  f"blocks 2 and 3 distilled from {Path(teacher_path).name}: {steps} steps, "
-                  f"held-out relative error {before:.4f} -> {after:.4f}", before, after)
+                  {"backbone.block2": student["block2"], "backbone.block3": student["block3"]}, out, note,
+                  before, after)
 
 
 def _check_crop(crop: int, multiple: int) -> None:
@@ -183,15 +182,15 @@ def _train(student: nn.Module, loss_fn, photos: str | Path, steps: int, batch: i
 
 def _write(tensors: dict[str, torch.Tensor], conf: MatcherConfig, parts: dict[str, nn.Module], out: str | Path,
            note: str, before: float, after: float) -> DistilResult:
-    """The network of ``conf`` with the teacher's tensors where they fit and the students' ``parts`` (by
-    prefix), written to ``out``."""
+    """The network of ``conf`` with the teacher's tensors where it has them and the students' ``parts`` (by
+    prefix), written to ``out`` with ``note`` and the held-out errors in its metadata."""
     result = IMAMatchNet(conf)
     own = result.state_dict()
-    state = {k: v.float() for k, v in tensors.items() if k in own and v.shape == own[k].shape}
+    state = {k: v.float() for k, v in tensors.items() if k in own}
     for prefix, module in parts.items():
         state.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
     result.load_state_dict(state)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(result, conf, out, note=note)
+    save_weights(result, conf, out, note=f"{note}, held-out relative error {before:.4f} -> {after:.4f}")
     return DistilResult(before, after, out)
