@@ -26,20 +26,21 @@ class WindowSource:
         return cls(fmap.permute(0, 2, 3, 1).reshape(-1, c), bsz, h, w)
 
 
-def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: torch.Tensor,
-                   size: int) -> torch.Tensor:
-    """Bilinearly sample ``size×size`` windows (unit spacing) around ``centres`` ``(N, 2)`` from
-    ``fmap`` ``(B, C, H, W)`` (or its :class:`WindowSource`) of batch items ``b`` ``(N,)``.
-    Returns ``(N, size², C)`` (zeros outside the map, like ``grid_sample`` with zero padding).
+def gather_patches(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: torch.Tensor,
+                   size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integer ``(size+1)²`` patches under ``size×size`` windows (unit spacing) around ``centres``
+    ``(N, 2)`` in ``fmap`` ``(B, C, H, W)`` (or its :class:`WindowSource`) of batch items ``b`` ``(N,)``, and
+    the bilinear weights shared by all their positions. Returns patches ``(N, size+1, size+1, C)`` (zeros
+    outside the map, like ``grid_sample`` with zero padding) and fractions ``(N, 2)`` (x, y): window position
+    ``(i, j)`` is the bilinear blend of patch entries ``(i..i+1, j..j+1)`` (:func:`blend_patches`).
 
-    A window at unit spacing is one integer ``(size+1)²`` patch blended with the same four bilinear
-    weights everywhere, so this gathers contiguous channel vectors from the channels-last map (several
-    times faster than ``grid_sample`` on CPU); only the windows that cross the border are masked.
+    Gathers contiguous channel vectors from the channels-last map (several times faster than ``grid_sample``
+    on CPU); only the patches that cross the border are masked.
     """
     src = fmap if isinstance(fmap, WindowSource) else WindowSource.of(fmap)
     n, c = centres.shape[0], src.flat.shape[1]
     if n == 0:
-        return centres.new_zeros(0, size * size, c)
+        return centres.new_zeros(0, size + 1, size + 1, c), centres.new_zeros(0, 2)
     h, w = src.height, src.width
     corner = centres - (size - 1) / 2                                   # first window position, (x, y)
     base = torch.floor(corner)
@@ -55,10 +56,44 @@ def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: 
     if len(crossing):  # zero the positions outside the map (read clamped above)
         inside = (in_y[crossing, :, None] & in_x[crossing, None, :]).to(patch.dtype)[..., None]
         patch[crossing] = patch[crossing] * inside
-    rows = patch.view(n, size + 1, (size + 1) * c)
+    return patch, frac
+
+
+def blend_patches(patch: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """Patches ``(N, S+1, S+1, C)`` and fractions ``(N, 2)`` of :func:`gather_patches` → the bilinearly
+    sampled windows ``(N, S², C)``."""
+    n, s1, _, c = patch.shape
+    size = s1 - 1
+    rows = patch.reshape(n, s1, s1 * c)
     # blend along x (two contiguous runs of each row), then along y
-    across = torch.lerp(rows[:, :, :size * c], rows[:, :, c:], frac[:, 0, None, None])    # N, size+1, size·C
+    across = torch.lerp(rows[:, :, :size * c], rows[:, :, c:], frac[:, 0, None, None])    # N, S+1, S·C
     return torch.lerp(across[:, :-1], across[:, 1:], frac[:, 1, None, None]).reshape(n, size * size, c)
+
+
+def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: torch.Tensor,
+                   size: int) -> torch.Tensor:
+    """Bilinearly sample ``size×size`` windows (unit spacing) around ``centres`` ``(N, 2)`` from
+    ``fmap`` ``(B, C, H, W)`` (or its :class:`WindowSource`) of batch items ``b`` ``(N,)``.
+    Returns ``(N, size², C)`` (zeros outside the map, like ``grid_sample`` with zero padding).
+
+    A window at unit spacing is one integer ``(size+1)²`` patch blended with the same four bilinear
+    weights everywhere (:func:`gather_patches`, :func:`blend_patches`).
+    """
+    return blend_patches(*gather_patches(fmap, b, centres, size))
+
+
+def _blend_grid(x: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """Values on a patch grid ``(M, K, S+1, S+1)`` → bilinear values at the window positions
+    ``(M, K, S, S)``; ``fx``, ``fy`` ``(M, 1, 1, 1)``."""
+    x = torch.lerp(x[..., :-1], x[..., 1:], fx)
+    return torch.lerp(x[..., :-1, :], x[..., 1:, :], fy)
+
+
+def _spread_grid(x: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`_blend_grid`: weights on the window positions ``(M, K, S, S)`` → the patch
+    grid ``(M, K, S+1, S+1)``, each split over its four bilinear corners."""
+    x = F.pad(x * (1 - fx), (0, 1)) + F.pad(x * fx, (1, 0))
+    return F.pad(x * (1 - fy), (0, 0, 0, 1)) + F.pad(x * fy, (0, 0, 1, 0))
 
 
 class FineStage(nn.Module):
@@ -79,17 +114,20 @@ class FineStage(nn.Module):
         self.regress = nn.Sequential(nn.Linear(3 * dim + size * size, 2 * dim), nn.GELU(),
                                      nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 2))
 
-    def forward(self, f0: torch.Tensor | WindowSource, f1: torch.Tensor | WindowSource, b: torch.Tensor,
-                query0: torch.Tensor, ref1: torch.Tensor,
+    def forward(self, q: torch.Tensor, f1: torch.Tensor | WindowSource, b: torch.Tensor, ref1: torch.Tensor,
                 group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fine maps ``(B, C, H/2, W/2)`` (or their window sources). Returns offset ``(N, 2)`` (half-res px,
-        relative to ``ref1``) and heatmap ``(N, size²)``.
+        """Query features ``q`` ``(N, C)`` (image 0's fine map at the query points), image 1's fine map
+        ``(B, C, H/2, W/2)`` (or its window source). Returns offset ``(N, 2)`` (half-res px, relative to
+        ``ref1``) and heatmap ``(N, size²)``.
 
         ``group`` ``(N,)`` (sorted, optional): queries with equal ids share one reference window (same
-        ``b`` and ``ref1``, as the sub-points of a densified match do), which is then sampled once.
+        ``b`` and ``ref1``, as the sub-points of a densified match do), which is then read once.
+
+        The window is never formed: bilinear sampling is linear, so the logits are computed on the integer
+        patch under it and blended, and the attended feature is the patch weighted by the heatmap spread back
+        onto it (:func:`_spread_grid`); the same values as on :func:`sample_windows`' window up to rounding.
         """
-        n = query0.shape[0]
-        q = sample_windows(f0, b, query0, 1)[:, 0]                               # N, C
+        n, s = q.shape[0], self.size
         if group is None or n == 0:
             gidx, rank = torch.arange(n, device=q.device), torch.zeros(n, dtype=torch.long, device=q.device)
             starts, width = gidx, 1
@@ -99,17 +137,20 @@ class FineStage(nn.Module):
             gidx = torch.repeat_interleave(torch.arange(len(counts), device=q.device), counts)
             rank = torch.arange(n, device=q.device) - starts[gidx]
             width = int(counts.max())
-        w1 = sample_windows(f1, b[starts], ref1[starts], self.size)              # M, S², C
-        m = w1.shape[0]
+        patch, frac = gather_patches(f1, b[starts], ref1[starts], s)            # M, S+1, S+1, C
+        m, dim = patch.shape[0], q.shape[1]
+        flat = patch.view(m, (s + 1) ** 2, dim)
+        fx, fy = frac[:, 0, None, None, None], frac[:, 1, None, None, None]
         # query · key(w) = (query @ W_key) · w: project the query instead of every window position
-        dim = q.shape[1]
         qk = self.query(q) @ self.key.weight / dim ** 0.5                         # N, C
         slots = q.new_zeros(m, width, dim).index_put((gidx, rank), qk)
-        logits = torch.bmm(slots, w1.transpose(1, 2))[gidx, rank]                # N, S²
+        grid = torch.bmm(slots, flat.transpose(1, 2)).view(m, width, s + 1, s + 1)
+        logits = _blend_grid(grid, fx, fy).reshape(m, width, s * s)[gidx, rank]  # N, S²
         heat = torch.softmax(logits, dim=-1)
-        weights = heat.new_zeros(m, width, heat.shape[1]).index_put((gidx, rank), heat)
-        attended = torch.bmm(weights, w1)[gidx, rank]                            # N, C
-        centre = w1[gidx, self.size * self.size // 2]
+        weights = heat.new_zeros(m, width, s * s).index_put((gidx, rank), heat).view(m, width, s, s)
+        attended = torch.bmm(_spread_grid(weights, fx, fy).reshape(m, width, (s + 1) ** 2), flat)[gidx, rank]
+        c = (s - 1) // 2
+        centre = blend_patches(patch[:, c:c + 2, c:c + 2], frac)[gidx, 0]        # N, C
         offset = self.bound * torch.tanh(self.regress(torch.cat([q, centre, attended, logits], -1)))
         return offset, heat
 
@@ -192,15 +233,16 @@ class FineMatcher(nn.Module):
 
     def _match(self, s0: WindowSource, s1: WindowSource, b: torch.Tensor, query0: torch.Tensor, ref1: torch.Tensor,
                group: torch.Tensor | None, consistent_only: bool = False) -> FineResult:
-        off1, heat = self.stage1(s0, s1, b, query0, ref1, group)
+        q = sample_windows(s0, b, query0, 1)[:, 0]  # query features, shared by all stages
+        off1, heat = self.stage1(q, s1, b, ref1, group)
         consistent, peak_prob = self.consistency(off1.detach(), heat.detach())
         stage1 = ref1 + off1
         sel = consistent.nonzero()[:, 0] if consistent_only else None
-        bq, q0, pos = (b, query0, stage1) if sel is None else (b[sel], query0[sel], stage1[sel])
+        bq, q0, pos = (b, q, stage1) if sel is None else (b[sel], q[sel], stage1[sel])
         offsets2, refs2 = [], []
         for _ in range(self.refine_iters):
             ref = pos.detach()
-            off2, _ = self.stage2(s0, s1, bq, q0, ref)
+            off2, _ = self.stage2(q0, s1, bq, ref)
             offsets2.append(off2)
             refs2.append(ref)
             pos = ref + off2

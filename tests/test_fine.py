@@ -123,3 +123,36 @@ def test_refining_only_consistent_queries_keeps_their_matches():
     torch.testing.assert_close(some.match1[ok], full.match1[ok])
     torch.testing.assert_close(some.match1[~ok], full.stage1[~ok])  # not refined
     assert all(float(o[~ok].abs().max()) == 0 for o in some.offsets2)
+
+
+def _stage_on_windows(stage, q, f1, b, ref1):
+    """The fine stage written on explicitly sampled windows (the definition the patch form must equal)."""
+    w1 = sample_windows(f1, b, ref1, stage.size)                                   # N, S², C
+    qk = stage.query(q) @ stage.key.weight / q.shape[1] ** 0.5
+    logits = torch.einsum("nc,nsc->ns", qk, w1)
+    heat = torch.softmax(logits, -1)
+    attended = torch.einsum("ns,nsc->nc", heat, w1)
+    centre = w1[:, stage.size * stage.size // 2]
+    return stage.bound * torch.tanh(stage.regress(torch.cat([q, centre, attended, logits], -1))), heat
+
+
+def test_stage_on_patches_equals_stage_on_windows_with_gradients():
+    torch.manual_seed(2)
+    fm = FineMatcher(dim=8, size=7, bound=3.0, refine_size=3, refine_bound=1.5, refine_iters=1,
+                     radius=1.0, min_prob=0.0)
+    parent = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2, 3])
+    ref1 = (torch.rand(4, 2) * 30 - 4)[parent]  # some windows cross the border
+    b = torch.tensor([0, 1, 1, 0])[parent]
+    for stage in (fm.stage1, fm.stage2):
+        f1 = torch.randn(2, 8, 20, 24, requires_grad=True)
+        q = torch.randn(10, 8, requires_grad=True)
+        off, heat = stage(q, f1, b, ref1, parent)
+        off_w, heat_w = _stage_on_windows(stage, q, f1, b, ref1)
+        torch.testing.assert_close(off, off_w, atol=1e-5, rtol=0)
+        torch.testing.assert_close(heat, heat_w, atol=1e-6, rtol=0)
+        w = torch.randn_like(off)
+        g = torch.autograd.grad((off * w).sum() + heat.square().sum(), (f1, q))
+        g_w = torch.autograd.grad((off_w * w).sum() + heat_w.square().sum(), (f1, q))
+        for x, y in zip(g, g_w):
+            assert x.abs().sum() > 0
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
