@@ -97,10 +97,12 @@ class IMAMatch:
         side = self.conf.resize
         g0, full0 = to_gray_sized(image0, "image0", side)
         g1, full1 = to_gray_sized(image1, "image1", side)
-        first = self._match_gray(g0, g1)
+        c = self.conf
+        shortcut = c.prealign_coarse_below if c.prealign_below is not None and c.prealign_passes > 0 else None
+        first = self._match_gray(g0, g1, coarse_only_below=shortcut)
         first.result["prealigned"] = False
         best, passes = first, 1
-        while passes <= self.conf.prealign_passes and self._hard(best.result):
+        while passes <= c.prealign_passes and (best.coarse_only or self._hard(best.result)):
             again = self._prealigned(g0, g1, best)
             if again is None:  # no homography to pre-align with
                 break
@@ -108,6 +110,10 @@ class IMAMatch:
             if len(again.result["keypoints0"]) <= len(best.result["keypoints0"]):
                 break
             best = again
+        if best.coarse_only:  # the pre-aligned passes found nothing: the first pass in full after all
+            best = self._match_gray(g0, g1, features0=first.features0)
+            best.result["prealigned"] = False
+            passes += 1
         result = best.result
         result["num_passes"] = passes  # passes run (the returned one has the most matches)
         if self.conf.max_matches is not None:
@@ -124,10 +130,11 @@ class IMAMatch:
         return result
 
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None,
-                    features0: BackboneOutput | None = None) -> "_Pass":
+                    features0: BackboneOutput | None = None, coarse_only_below: float | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
-        ``features0``: image 0's backbone output from an earlier pass (same ``g0``)."""
+        ``features0``: image 0's backbone output from an earlier pass (same ``g0``); ``coarse_only_below``:
+        see :meth:`IMAMatchNet.match` (the pass then has coarse matches only)."""
         side = self.conf.resize
         p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
         valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
@@ -136,7 +143,8 @@ class IMAMatch:
             if features0 is None:
                 features0 = self.net.backbone(image0)
             out = self.net.match(image0, p1.tensor.to(self.device), p0.valid.to(self.device),
-                                 valid1.to(self.device), features0=features0)
+                                 valid1.to(self.device), features0=features0,
+                                 coarse_only_below=coarse_only_below)
         out = {k: v.cpu().numpy() for k, v in out.items()}
         k0, k1 = out["keypoints0"], out["keypoints1"]
         inside = ((k0[:, 0] <= p0.size[1] - 0.5) & (k0[:, 1] <= p0.size[0] - 0.5)
@@ -157,7 +165,7 @@ class IMAMatch:
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
-        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0)
+        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, bool(out["coarse_only"]))
 
     def _hard(self, result: dict[str, Any]) -> bool:
         """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
@@ -186,19 +194,22 @@ class IMAMatch:
         result = {k: v[inside] if _per_match(v) else v for k, v in again.result.items()}
         result["keypoints1"] = k1[inside]
         result["prealigned"] = True
-        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), prev.features0)
+        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), prev.features0,
+                     again.coarse_only)
 
 
 @dataclass
 class _Pass:
     """One pass of :meth:`IMAMatch._match_gray`: the result (keypoints in the arrays' pixels, sorted by
     confidence), the size of one matching-resolution pixel in the arrays' pixels, the coarse matches' cell
-    centres ``(M, 2)`` in each array's pixels, and image 0's backbone output (for another pass)."""
+    centres ``(M, 2)`` in each array's pixels, image 0's backbone output (for another pass), and whether it
+    stopped after coarse matching (a hard pair: no fine matches)."""
 
     result: dict[str, Any]
     px: float
     coarse: tuple[np.ndarray, np.ndarray]
     features0: BackboneOutput
+    coarse_only: bool = False
 
 
 def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int, int], threshold_px: float,

@@ -57,6 +57,10 @@ class MatcherConfig:
     # checks (easy pairs keep 0.2-0.45, 30-45° baselines 0.12-0.2; None: never; 1: always)
     prealign_below: float | None = 0.15
     prealign_passes: int = 2          # at most this many such passes, each from the previous pass's matches
+    # a first pass whose coarse matches cover fewer than this share of the smaller image's cells is such a pair
+    # for sure (easy pairs ≥ 0.17 on the benchmark): it stops after coarse matching, and the pre-aligned pass
+    # starts from the coarse matches (no fine maps, fine matching, polish for it; None: always the full pass)
+    prealign_coarse_below: float | None = 0.15
     # inference memory
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     # input

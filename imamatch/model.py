@@ -6,7 +6,7 @@ Works on prepared tensors (grayscale, sides divisible by :attr:`IMAMatchNet.size
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +28,26 @@ FINE_CHUNK = 4096  # queries matched at a time at inference (their windows, not 
 
 
 @dataclass
+class Attended:
+    """Backbone + attention output of a pair: ``coarse0/1`` ``(B, C, h_i, w_i)`` attended 1/8 maps, the
+    backbone skips by stride, and whether both images ran as one batch (training)."""
+
+    coarse0: torch.Tensor
+    coarse1: torch.Tensor
+    skips0: dict[int, torch.Tensor]
+    skips1: dict[int, torch.Tensor]
+    joint: bool
+
+
+@dataclass
 class Encoded:
     """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention; ``fine0/1``: ``(B, Cf, H/2, W/2)``;
     ``conf``: ``(B, L0, L1)`` dual-softmax (None when not asked for); ``grid0/1``: (h, w) of the 1/8 grids; masks ``(B, L_i)`` or None."""
 
     coarse0: torch.Tensor
     coarse1: torch.Tensor
-    fine0: torch.Tensor
-    fine1: torch.Tensor
+    fine0: torch.Tensor | None
+    fine1: torch.Tensor | None
     conf: torch.Tensor | None
     grid0: tuple[int, int]
     grid1: tuple[int, int]
@@ -169,6 +181,14 @@ class IMAMatchNet(nn.Module):
         ``(B, H_i/8, W_i/8)`` bool marks real (unpadded) cells, or None. ``assignment`` False skips the
         dual-softmax matrix (:meth:`coarse_matches` then selects the matches without it). ``features0``:
         ``self.backbone(image0)`` if already computed (inference: reused when image 0 is matched again)."""
+        att = self.attend(image0, image1, valid0, valid1, features0)
+        enc = self.coarse_encoding(att, valid0, valid1, assignment)
+        f0, f1 = self.fine_maps(att, image0, image1)
+        return replace(enc, fine0=f0, fine1=f1)
+
+    def attend(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None,
+               valid1: torch.Tensor | None, features0: BackboneOutput | None = None) -> Attended:
+        """Backbone and attention (arguments as :meth:`encode`): the attended 1/8 maps and the backbone skips."""
         # training: both images in one batch; inference: one image at a time (same time, 40 % lower peak memory)
         joint = self.training and image0.shape == image1.shape and features0 is None
         if joint:
@@ -181,23 +201,32 @@ class IMAMatchNet(nn.Module):
             o1 = self.backbone(image1)
             c0, c1 = (self.coarse_in(F.normalize(o.coarse, dim=1)) for o in (o0, o1))
             skips0, skips1 = o0.skips, o1.skips
-            del o0, o1  # the skips are then released one image at a time below
         if (valid0 is None) != (valid1 is None):
             raise ValueError("give both validity masks or neither")
         c0, c1 = self.transformer(c0, c1, valid0, valid1)
-        if joint:
-            f0, f1 = self.top_down(torch.cat([c0, c1]), {s: torch.cat([skips0[s], skips1[s]]) for s in skips0},
-                                   torch.cat([image0, image1])).chunk(2)
-        else:
-            f0 = self.top_down(c0, skips0, image0)
-            skips0 = {}  # image 0's 1/2-res skip is no longer needed while image 1's fine map is built
-            f1 = self.top_down(c1, skips1, image1)
-        grid0, grid1 = tuple(c0.shape[-2:]), tuple(c1.shape[-2:])
-        c0, c1 = c0.flatten(2).transpose(1, 2), c1.flatten(2).transpose(1, 2)
+        return Attended(c0, c1, skips0, skips1, joint)
+
+    def coarse_encoding(self, att: Attended, valid0: torch.Tensor | None, valid1: torch.Tensor | None,
+                        assignment: bool = True) -> Encoded:
+        """The coarse part of :class:`Encoded` (fine maps None): tokens, grids, masks, optionally the
+        dual-softmax matrix."""
+        grid0, grid1 = tuple(att.coarse0.shape[-2:]), tuple(att.coarse1.shape[-2:])
+        c0, c1 = att.coarse0.flatten(2).transpose(1, 2), att.coarse1.flatten(2).transpose(1, 2)
         m0 = None if valid0 is None else valid0.flatten(1)
         m1 = None if valid1 is None else valid1.flatten(1)
         conf = dual_softmax(c0, c1, self.conf.temperature, m0, m1) if assignment else None
-        return Encoded(c0, c1, f0, f1, conf, grid0, grid1, m0, m1)
+        return Encoded(c0, c1, None, None, conf, grid0, grid1, m0, m1)
+
+    def fine_maps(self, att: Attended, image0: torch.Tensor, image1: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 1/2-resolution fine maps ``(B, Cf, H_i/2, W_i/2)`` of both images (top-down path). At inference
+        image 0's skips are released from ``att`` before image 1's map is built (lower peak memory)."""
+        if att.joint:
+            skips = {s: torch.cat([att.skips0[s], att.skips1[s]]) for s in att.skips0}
+            return self.top_down(torch.cat([att.coarse0, att.coarse1]), skips, torch.cat([image0, image1])).chunk(2)
+        f0 = self.top_down(att.coarse0, att.skips0, image0)
+        att.skips0 = {}  # no longer needed while image 1's fine map is built
+        return f0, self.top_down(att.coarse1, att.skips1, image1)
 
     def coarse_matches(self, enc: Encoded) -> CoarseMatches:
         c = self.conf
@@ -256,15 +285,33 @@ class IMAMatchNet(nn.Module):
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
     def match(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
-              valid1: torch.Tensor | None = None, features0: BackboneOutput | None = None
-              ) -> dict[str, torch.Tensor]:
+              valid1: torch.Tensor | None = None, features0: BackboneOutput | None = None,
+              coarse_only_below: float | None = None) -> dict[str, torch.Tensor]:
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
         fine queries, queries passing the consistency check, matches moved by the sub-pixel polish, matches
         dropped by the neighbourhood-agreement filter. Also the coarse matches' cell centres ``coarse0/1``
-        ``(M, 2)`` (input pixels). ``features0``: ``self.backbone(image0)``, when already computed."""
-        enc = self.encode(image0, image1, valid0, valid1, assignment=False, features0=features0)
+        ``(M, 2)`` (input pixels). ``features0``: ``self.backbone(image0)``, when already computed.
+
+        ``coarse_only_below``: when fewer coarse matches than this share of the valid cells of the smaller
+        image are found (a hard pair, to be pre-aligned from them), stop after coarse matching: no fine maps,
+        no fine matches (``coarse_only`` True in the output)."""
+        att = self.attend(image0, image1, valid0, valid1, features0)
+        enc = self.coarse_encoding(att, valid0, valid1, assignment=False)
         matches = self.coarse_matches(enc)
+        coarse = {"coarse0": cell_centres(matches.i0, enc.grid0[1]) * 2 + 0.5,  # cell centres, input pixels
+                  "coarse1": cell_centres(matches.i1, enc.grid1[1]) * 2 + 0.5,
+                  "num_coarse": torch.tensor(len(matches.b))}
+        if coarse_only_below is not None and len(matches.b) < coarse_only_below * _valid_cells(enc):
+            none = image0.new_zeros(0, 2)
+            zero = torch.tensor(0)
+            return {"keypoints0": none, "keypoints1": none, "confidence": none[:, 0], "fine_prob": none[:, 0],
+                    "batch": zero[None][:0], "densified": torch.zeros(0, dtype=torch.bool), **coarse,
+                    "num_fine": zero, "num_densified": zero, "num_consistent": zero, "num_polished": zero,
+                    "num_disagreeing": zero, "coarse_only": torch.tensor(True)}
+        f0, f1 = self.fine_maps(att, image0, image1)
+        del att
+        enc = replace(enc, fine0=f0, fine1=f1)
         q = self.queries(enc, matches)
         fr = self.refine(enc, q)
         keep = fr.consistent if self.conf.consistency_check else torch.ones_like(fr.consistent)
@@ -276,11 +323,16 @@ class IMAMatchNet(nn.Module):
         return {
             "keypoints0": kp0[keep], "keypoints1": kp1[keep],
             "confidence": matches.confidence[q.parent][keep], "fine_prob": fr.peak_prob[keep],
-            "batch": q.b[keep], "densified": q.densified[keep],
-            "coarse0": cell_centres(matches.i0, enc.grid0[1]) * 2 + 0.5,  # cell centres, input pixels
-            "coarse1": cell_centres(matches.i1, enc.grid1[1]) * 2 + 0.5,
-            "num_coarse": torch.tensor(len(matches.b)), "num_fine": torch.tensor(len(q.b)),
+            "batch": q.b[keep], "densified": q.densified[keep], **coarse,
+            "num_fine": torch.tensor(len(q.b)),
             "num_densified": torch.tensor(torch.unique(q.parent[q.densified]).numel()),
             "num_consistent": num_consistent, "num_polished": num_polished,
-            "num_disagreeing": num_disagreeing,
+            "num_disagreeing": num_disagreeing, "coarse_only": torch.tensor(False),
         }
+
+
+def _valid_cells(enc: Encoded) -> int:
+    """Valid 1/8 cells of the smaller image of the pair (summed over the batch)."""
+    n0 = enc.coarse0.shape[0] * enc.coarse0.shape[1] if enc.mask0 is None else int(enc.mask0.sum())
+    n1 = enc.coarse1.shape[0] * enc.coarse1.shape[1] if enc.mask1 is None else int(enc.mask1.sum())
+    return min(n0, n1)

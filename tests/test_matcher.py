@@ -158,14 +158,18 @@ def test_prealigned_passes_repeat_while_the_matches_grow():
 
 
 def test_prealigned_pass_without_homography_or_matches():
-    """Noise gives no coarse match, hence no homography to pre-align with: one pass, counted as one. A pre-aligned
+    """Noise gives no coarse match, hence no homography to pre-align with: one pass, counted as one (two with the
+    coarse-only shortcut: the first pass stops after coarse matching, then runs in full). A pre-aligned
     pass that finds nothing (here image 1 replaced by a blank one after the homography was found) returns an
     empty, well-formed result."""
     from imamatch import IMAMatch
 
     m = IMAMatch.from_pretrained(prealign_below=1.0)
     rng = np.random.default_rng(0)
-    out = m.match(rng.random((480, 640), dtype=np.float32), rng.random((480, 640), dtype=np.float32))
+    noise = rng.random((480, 640), dtype=np.float32), rng.random((480, 640), dtype=np.float32)
+    out = m.match(*noise)
+    assert len(out["keypoints0"]) == 0 and out["num_passes"] == 2 and not out["prealigned"]
+    out = IMAMatch.from_pretrained(prealign_below=1.0, prealign_coarse_below=None).match(*noise)
     assert len(out["keypoints0"]) == 0 and out["num_passes"] == 1 and not out["prealigned"]
     img0, img1, _ = _strong_perspective()
     first = m._match_gray(img0, img1)
@@ -202,3 +206,36 @@ def test_prealigned_pass_falls_back_to_the_coarse_matches():
     assert out["prealigned"] and len(out["keypoints0"]) > 300
     expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
     assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < 0.5
+
+
+def test_hard_first_pass_stops_after_coarse_matching():
+    """A first pass with few coarse matches (here any: ``prealign_coarse_below=1``) builds no fine maps and
+    returns no fine matches; the pre-aligned pass then starts from its coarse matches and must still follow
+    the true homography. Without pre-alignment the first pass is always run in full."""
+    from imamatch import IMAMatch
+
+    img0, img1, H = _strong_perspective()
+    m = IMAMatch.from_pretrained(prealign_coarse_below=1.0)
+    first = m._match_gray(img0, img1, coarse_only_below=1.0)
+    assert first.coarse_only and len(first.result["keypoints0"]) == 0 and len(first.coarse[0]) > 100
+    out = m.match(img0, img1)
+    assert out["prealigned"] and len(out["keypoints0"]) > 300
+    expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
+    assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < 0.5
+    never = IMAMatch.from_pretrained(prealign_coarse_below=1.0, prealign_below=None).match(img0, img1)
+    assert not never["prealigned"] and never["num_passes"] == 1 and len(never["keypoints0"]) > 100
+
+
+def test_coarse_only_first_pass_is_redone_in_full_when_pre_alignment_fails(monkeypatch):
+    """No pre-aligned pass possible after a coarse-only first pass: the first pass runs in full after all, so
+    the result is the one without the shortcut."""
+    from imamatch import IMAMatch
+
+    img0, img1, _ = _strong_perspective()
+    expect = IMAMatch.from_pretrained(prealign_below=None).match(img0, img1)
+    m = IMAMatch.from_pretrained(prealign_coarse_below=1.0)
+    monkeypatch.setattr(m, "_prealigned", lambda *args: None)
+    out = m.match(img0, img1)
+    assert not out["prealigned"] and out["num_passes"] == 2
+    np.testing.assert_array_equal(out["keypoints0"], expect["keypoints0"])
+    np.testing.assert_array_equal(out["keypoints1"], expect["keypoints1"])
