@@ -6,6 +6,7 @@ Works on prepared tensors (grayscale, sides divisible by :attr:`IMAMatchNet.size
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -41,7 +42,7 @@ class Attended:
 
 @dataclass
 class Encoded:
-    """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention; ``fine0/1``: ``(B, Cf, H/2, W/2)``;
+    """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention (and the matching projection); ``fine0/1``: ``(B, Cf, H/2, W/2)``;
     ``conf``: ``(B, L0, L1)`` dual-softmax (None when not asked for); ``grid0/1``: (h, w) of the 1/8 grids; masks ``(B, L_i)`` or None."""
 
     coarse0: torch.Tensor
@@ -86,45 +87,81 @@ class TopDown(nn.Module):
         self.blocks = nn.Sequential(*[DWBlock(out_dim) for _ in range(n_blocks)])
 
     def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor], image: torch.Tensor,
-                strip: int = 64) -> torch.Tensor:
+                strip: int = 64, cells: torch.Tensor | None = None) -> torch.Tensor:
         """``coarse`` ``(B, C, H/8, W/8)``, ``skips`` by stride, ``image`` ``(B, 1, H, W)`` → ``(B, Cf, H/2, W/2)``.
         Without autograd the finest level is computed in horizontal strips of ``strip`` rows, each read with
-        the halo its 3×3 convs need (same result; its full-size intermediates never exist whole)."""
+        the halo its 3×3 convs need (same result; its full-size intermediates never exist whole).
+        ``cells`` ``(B, H/8, W/8)`` bool (inference): only the 1/8 cells marked in some batch item are needed; each
+        strip is then computed over the columns of its marked cells only (with the halo), the rest left zero."""
         x = self.top(coarse)
         *outer, last = self.strides
         for s in outer:
             x = self.smooth[str(s)](self._merge(s, x, skips[s], image, 0, skips[s].shape[-2]))
         skip = skips[last]
-        h = skip.shape[-2]
-        if torch.is_grad_enabled() or h <= strip:
+        h, w = skip.shape[-2:]
+        if torch.is_grad_enabled() or (h <= strip and cells is None):
             return self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, 0, h)))
         stem = last == 2 and self.pixel_stem is not None
         halo = (2 if stem else 0) + 1 + len(self.blocks)  # the 3×3 convs of the pixel stem, smoothing and blocks
         out = None
+        if cells is not None:
+            cell = h // cells.shape[-2]  # half-res pixels per 1/8 cell
+            if w % x.shape[-1] or h % x.shape[-2] or cell * cells.shape[-2] != h:
+                cells = None  # (column windows need whole upsampling factors)
+            else:
+                used = cells.any(0)
+                out = torch.zeros((skip.shape[0], h, w, x.shape[1]), dtype=self.store_dtype,
+                                  device=skip.device).permute(0, 3, 1, 2)  # channels-last
         for lo, hi, r0, r1 in strip_ranges(h, strip, halo):
-            y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi)))
-            out = paste_rows(out, y[:, :, r0 - lo:r1 - lo], r0, h, dtype=self.store_dtype)
+            c0, c1 = 0, w
+            if cells is not None:
+                cols = used[r0 // cell:-(-r1 // cell)].any(0).nonzero()[:, 0]
+                if len(cols) == 0:
+                    continue
+                c0, c1 = int(cols[0]) * cell, (int(cols[-1]) + 1) * cell
+            left, right = max(0, c0 - halo), min(w, c1 + halo)
+            y = self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, lo, hi, left, right)))
+            part = y[:, :, r0 - lo:r1 - lo, c0 - left:c1 - left]
+            if cells is None:
+                out = paste_rows(out, part, r0, h, dtype=self.store_dtype)
+            else:
+                out[:, :, r0:r1, c0:c1] = part
         return out
 
     def _merge(self, s: int, x: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, lo: int,
-               hi: int) -> torch.Tensor:
-        """Rows ``lo:hi`` of level ``s``: ``x`` upsampled to the skip's size plus the lateral projection of the
-        skip (at stride 2 with the pixel stem's features)."""
+               hi: int, left: int = 0, right: int | None = None) -> torch.Tensor:
+        """Rows ``lo:hi`` and columns ``left:right`` (default all) of level ``s``: ``x`` upsampled to the skip's
+        size plus the lateral projection of the skip (at stride 2 with the pixel stem's features)."""
         size = (skip.shape[-2], skip.shape[-1])
-        skip = skip[:, :, lo:hi].to(x.dtype)  # (stored in float16 at inference, see MatcherConfig.store_fp16)
+        right = size[1] if right is None else right
+        skip = skip[:, :, lo:hi, left:right].to(x.dtype)  # (stored in float16 at inference, MatcherConfig.store_fp16)
         lateral = self.lateral[str(s)]
+        up = upsample_rows(x, size, lo, hi, left, right)
         if s != 2 or self.pixel_stem is None:
-            return lateral(skip).add_(upsample_rows(x, size, lo, hi))
+            return lateral(skip).add_(up)
         # the lateral 1×1 conv of [skip, pixel stem] as the sum of its two halves (no concatenated copy)
-        stem = self.pixel_stem(F.pixel_unshuffle(image[:, :, 2 * lo:2 * hi], 2))
+        stem = self.pixel_stem(F.pixel_unshuffle(image[:, :, 2 * lo:2 * hi, 2 * left:2 * right], 2))
         c = skip.shape[1]
         out = F.conv2d(skip, lateral.weight[:, :c], lateral.bias)
-        return out.add_(F.conv2d(stem, lateral.weight[:, c:])).add_(upsample_rows(x, size, lo, hi))
+        return out.add_(F.conv2d(stem, lateral.weight[:, c:])).add_(up)
 
 
-def upsample_rows(x: torch.Tensor, size: tuple[int, int], lo: int, hi: int) -> torch.Tensor:
-    """Rows ``lo:hi`` of ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` without the rest."""
+def upsample_rows(x: torch.Tensor, size: tuple[int, int], lo: int, hi: int, left: int = 0,
+                  right: int | None = None) -> torch.Tensor:
+    """Rows ``lo:hi`` and columns ``left:right`` (default all; other than all only for a whole upsampling factor
+    in both directions) of ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` without the rest."""
     h_in, h_out = x.shape[-2], size[0]
+    right = size[1] if right is None else right
+    if left != 0 or right != size[1]:
+        f, g = h_out // h_in, size[1] // x.shape[-1]
+        if f * h_in != h_out or g * x.shape[-1] != size[1]:
+            raise ValueError("a column window needs whole upsampling factors")
+        # whole factors: input rows a:b (columns c:d) give output rows f·a:f·b exactly; one more input row and
+        # column each side, so that the needed outputs never see the window's clamped edge
+        a, b = max(0, lo // f - 1), min(h_in, (hi - 1) // f + 2)
+        c, d = max(0, left // g - 1), min(x.shape[-1], (right - 1) // g + 2)
+        out = F.interpolate(x[:, :, a:b, c:d], size=((b - a) * f, (d - c) * g), mode="bilinear", align_corners=False)
+        return out[:, :, lo - f * a:hi - f * a, left - g * c:right - g * c]
     if lo == 0 and hi == h_out:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     if h_out % h_in == 0:  # integer factor f: upsampling input rows a:b gives output rows f·a:f·b exactly
@@ -160,6 +197,8 @@ class IMAMatchNet(nn.Module):
                 self.coarse_in.bias.zero_()
         self.transformer = CoarseTransformer(conf.dim, conf.heads, conf.n_blocks, tuple(conf.scales),
                                              conf.focus_power, conf.separable_qkv, conf.ffn_ratio)
+        # coarse matching on fewer channels than the attention (its similarity is the costliest product)
+        self.match_proj = nn.Linear(conf.dim, conf.match_dim, bias=False) if conf.match_dim else None
         self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim, conf.fine_blocks, conf.pixel_stem)
         # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
         for mod in (self.backbone, self.top_down):
@@ -212,21 +251,29 @@ class IMAMatchNet(nn.Module):
         dual-softmax matrix."""
         grid0, grid1 = tuple(att.coarse0.shape[-2:]), tuple(att.coarse1.shape[-2:])
         c0, c1 = att.coarse0.flatten(2).transpose(1, 2), att.coarse1.flatten(2).transpose(1, 2)
+        if self.match_proj is not None:
+            c0, c1 = self.match_proj(c0), self.match_proj(c1)
         m0 = None if valid0 is None else valid0.flatten(1)
         m1 = None if valid1 is None else valid1.flatten(1)
         conf = dual_softmax(c0, c1, self.conf.temperature, m0, m1) if assignment else None
         return Encoded(c0, c1, None, None, conf, grid0, grid1, m0, m1)
 
-    def fine_maps(self, att: Attended, image0: torch.Tensor, image1: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def fine_maps(self, att: Attended, image0: torch.Tensor, image1: torch.Tensor,
+                  matches: CoarseMatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The 1/2-resolution fine maps ``(B, Cf, H_i/2, W_i/2)`` of both images (top-down path). At inference
-        image 0's skips are released from ``att`` before image 1's map is built (lower peak memory)."""
+        image 0's skips are released from ``att`` before image 1's map is built (lower peak memory), and with
+        the coarse ``matches`` only what fine matching reads is computed (the rest is zero): image 0's
+        matched cells, image 1's matched cells and the two cells around them that its windows reach."""
         if att.joint:
             skips = {s: torch.cat([att.skips0[s], att.skips1[s]]) for s in att.skips0}
             return self.top_down(torch.cat([att.coarse0, att.coarse1]), skips, torch.cat([image0, image1])).chunk(2)
-        f0 = self.top_down(att.coarse0, att.skips0, image0)
+        cells0 = cells1 = None
+        if matches is not None and not torch.is_grad_enabled():
+            cells0 = _cell_mask(matches.b, matches.i0, att.coarse0.shape, 0)
+            cells1 = _cell_mask(matches.b, matches.i1, att.coarse1.shape, window_reach(self.conf))
+        f0 = self.top_down(att.coarse0, att.skips0, image0, cells=cells0)
         att.skips0 = {}  # no longer needed while image 1's fine map is built
-        return f0, self.top_down(att.coarse1, att.skips1, image1)
+        return f0, self.top_down(att.coarse1, att.skips1, image1, cells=cells1)
 
     def coarse_matches(self, enc: Encoded) -> CoarseMatches:
         c = self.conf
@@ -309,7 +356,7 @@ class IMAMatchNet(nn.Module):
                     "batch": zero[None][:0], "densified": torch.zeros(0, dtype=torch.bool), **coarse,
                     "num_fine": zero, "num_densified": zero, "num_consistent": zero, "num_polished": zero,
                     "num_disagreeing": zero, "coarse_only": torch.tensor(True)}
-        f0, f1 = self.fine_maps(att, image0, image1)
+        f0, f1 = self.fine_maps(att, image0, image1, matches)
         del att
         enc = replace(enc, fine0=f0, fine1=f1)
         q = self.queries(enc, matches)
@@ -329,6 +376,27 @@ class IMAMatchNet(nn.Module):
             "num_consistent": num_consistent, "num_polished": num_polished,
             "num_disagreeing": num_disagreeing, "coarse_only": torch.tensor(False),
         }
+
+
+def window_reach(conf: MatcherConfig) -> int:
+    """How many 1/8 cells beyond a coarse match's cell in image 1 its fine windows can read: the stage-1 window
+    around the cell centre, or the refinement windows after stage 1 and the refinements moved it by their bounds
+    (each read bilinearly: one half-res pixel more)."""
+    d = 1 + max((conf.fine_window - 1) / 2,
+                conf.fine_bound + conf.refine_iters * conf.refine_bound + (conf.refine_window - 1) / 2)
+    centre = 1.5  # a cell's centre, in half-res pixels from its first pixel (4 per cell)
+    return max(math.floor((centre + d) / 4), -math.floor((centre - d) / 4))
+
+
+def _cell_mask(b: torch.Tensor, idx: torch.Tensor, shape: torch.Size, reach: int) -> torch.Tensor:
+    """``(B, h, w)`` bool: the flat cells ``idx`` ``(M,)`` of batch items ``b`` of a ``(B, C, h, w)`` map, dilated
+    by ``reach`` cells."""
+    mask = torch.zeros(shape[0], shape[2] * shape[3], device=idx.device)
+    mask[b, idx] = 1.0
+    mask = mask.view(shape[0], 1, shape[2], shape[3])
+    if reach > 0:
+        mask = F.max_pool2d(mask, 2 * reach + 1, stride=1, padding=reach)
+    return mask[:, 0] > 0
 
 
 def _valid_cells(enc: Encoded) -> int:

@@ -84,3 +84,30 @@ def test_distilled_mid_blocks_learn_the_teacher_and_keep_the_rest(tmp_path):
         distil_mid(tmp_path / "photos", r.path, tmp_path / "again.safetensors", steps=1, crop=64)
     with pytest.raises(ValueError, match="multiple of 32"):
         distil_mid(tmp_path / "photos", path, tmp_path / "x.safetensors", crop=48)
+
+
+def test_matching_projection_keeps_the_similarity_and_the_matches(tmp_path):
+    """The shipped network's attended features are nearly low-rank: a 32-channel projection of them (leading
+    second-moment eigenvectors) keeps the coarse similarity and the stereo matches of Middlebury Motorcycle."""
+    from skimage import data
+
+    from imamatch.data.synthetic import bundled_photo_folder
+    from imamatch.train.distil import match_projection
+    from imamatch.weights import PACKAGE_WEIGHTS
+
+    shipped = PACKAGE_WEIGHTS / "imamatch-fast.safetensors"
+    r = match_projection(bundled_photo_folder(), shipped, tmp_path / "mp.safetensors", dim=32, pairs=6, size=256,
+                         progress=False)
+    assert r.error_after < 0.02 and r.error_after < 0.25 * r.error_before, r
+    tensors, stored, _ = read_weights(r.path)
+    assert stored.match_dim == 32 and tensors["match_proj.weight"].shape == (32, stored.dim)
+    with pytest.raises(ValueError, match="already"):
+        match_projection(bundled_photo_folder(), r.path, tmp_path / "again.safetensors", dim=16, pairs=2)
+    left, right, disp = data.stereo_motorcycle()
+    for path in (shipped, r.path):
+        out = IMAMatch(weights=path).match(left, right)
+        k0, k1 = out["keypoints0"], out["keypoints1"]
+        d = disp[np.round(k0[:, 1]).astype(int), np.round(k0[:, 0]).astype(int)]
+        ok = np.isfinite(d)
+        err = np.hypot(k1[ok, 0] - (k0[ok, 0] - d[ok]), k1[ok, 1] - k0[ok, 1])
+        assert len(k0) > 4000 and np.mean(err < 3) > 0.93, (path, len(k0), np.mean(err < 3))

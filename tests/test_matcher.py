@@ -239,3 +239,20 @@ def test_coarse_only_first_pass_is_redone_in_full_when_pre_alignment_fails(monke
     assert not out["prealigned"] and out["num_passes"] == 2
     np.testing.assert_array_equal(out["keypoints0"], expect["keypoints0"])
     np.testing.assert_array_equal(out["keypoints1"], expect["keypoints1"])
+
+
+def test_fine_maps_only_around_the_coarse_matches_give_the_same_matches(monkeypatch):
+    """At inference the fine maps are computed only where fine matching reads them (image 0's matched cells,
+    image 1's and two cells around them): the matches equal those on the whole maps up to rounding."""
+    from imamatch import IMAMatch
+
+    img0, img1, _ = _strong_perspective()
+    img1 = img1[:400]  # part of image 0 has no counterpart: fewer cells matched
+    m = IMAMatch.from_pretrained(prealign_below=None)
+    some = m.match(img0, img1)
+    full_maps = m.net.fine_maps
+    monkeypatch.setattr(m.net, "fine_maps", lambda att, i0, i1, matches=None: full_maps(att, i0, i1))
+    whole = m.match(img0, img1)
+    assert len(some["keypoints0"]) > 300
+    np.testing.assert_array_equal(some["keypoints0"], whole["keypoints0"])
+    np.testing.assert_allclose(some["keypoints1"], whole["keypoints1"], atol=1e-3)
