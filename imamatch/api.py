@@ -111,7 +111,7 @@ class IMAMatch:
                 break
             best = again
         if best.coarse_only:  # the pre-aligned passes found nothing: the first pass in full after all
-            best = self._match_gray(g0, g1, features0=first.features0)
+            best = self._match_gray(g0, g1, features0=first.features0, self0=first.self0)
             best.result["prealigned"] = False
             passes += 1
         result = best.result
@@ -130,10 +130,12 @@ class IMAMatch:
         return result
 
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None,
-                    features0: BackboneOutput | None = None, coarse_only_below: float | None = None) -> "_Pass":
+                    features0: BackboneOutput | None = None, coarse_only_below: float | None = None,
+                    self0: torch.Tensor | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
-        ``features0``: image 0's backbone output from an earlier pass (same ``g0``); ``coarse_only_below``:
+        ``features0``, ``self0``: image 0's backbone and first self-attention outputs from an earlier pass
+        (same ``g0``); ``coarse_only_below``:
         see :meth:`IMAMatchNet.match` (the pass then has coarse matches only)."""
         side = self.conf.resize
         p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
@@ -144,7 +146,8 @@ class IMAMatch:
                 features0 = self.net.backbone(image0)
             out = self.net.match(image0, p1.tensor.to(self.device), p0.valid.to(self.device),
                                  valid1.to(self.device), features0=features0,
-                                 coarse_only_below=coarse_only_below)
+                                 coarse_only_below=coarse_only_below, self0=self0)
+        self0 = out.pop("self0")
         out = {k: v.cpu().numpy() for k, v in out.items()}
         k0, k1 = out["keypoints0"], out["keypoints1"]
         inside = ((k0[:, 0] <= p0.size[1] - 0.5) & (k0[:, 1] <= p0.size[0] - 0.5)
@@ -165,7 +168,7 @@ class IMAMatch:
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
-        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, bool(out["coarse_only"]))
+        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]))
 
     def _hard(self, result: dict[str, Any]) -> bool:
         """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
@@ -188,13 +191,13 @@ class IMAMatch:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # H maps image 0's pixels to image 1's
         warped = cv2.warpPerspective(g1, H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         cover = cv2.warpPerspective(np.ones_like(g1), H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        again = self._match_gray(g0, warped, cover, prev.features0)
+        again = self._match_gray(g0, warped, cover, prev.features0, self0=prev.self0)
         k1 = _transform(again.result["keypoints1"], H)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
         result = {k: v[inside] if _per_match(v) else v for k, v in again.result.items()}
         result["keypoints1"] = k1[inside]
         result["prealigned"] = True
-        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), prev.features0,
+        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), prev.features0, prev.self0,
                      again.coarse_only)
 
 
@@ -202,13 +205,14 @@ class IMAMatch:
 class _Pass:
     """One pass of :meth:`IMAMatch._match_gray`: the result (keypoints in the arrays' pixels, sorted by
     confidence), the size of one matching-resolution pixel in the arrays' pixels, the coarse matches' cell
-    centres ``(M, 2)`` in each array's pixels, image 0's backbone output (for another pass), and whether it
-    stopped after coarse matching (a hard pair: no fine matches)."""
+    centres ``(M, 2)`` in each array's pixels, image 0's backbone and first self-attention outputs (for another
+    pass), and whether it stopped after coarse matching (a hard pair: no fine matches)."""
 
     result: dict[str, Any]
     px: float
     coarse: tuple[np.ndarray, np.ndarray]
     features0: BackboneOutput
+    self0: torch.Tensor | None = None
     coarse_only: bool = False
 
 

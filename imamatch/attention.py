@@ -160,18 +160,25 @@ class CoarseTransformer(nn.Module):
             [AttentionLayer(dim, heads, scales, power, separable, ffn_ratio) for _ in range(n_blocks)])
 
     def forward(self, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None = None,
-                m1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None."""
-        joint = self.training and f0.shape == f1.shape  # both images in one batch; inference: one at a time
-        for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
+                m1: torch.Tensor | None = None, self0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None.
+        ``self0``: :meth:`first_self` of ``f0`` and ``m0`` if already computed (it depends on image 0 alone)."""
+        joint = self.training and f0.shape == f1.shape and self0 is None  # both images in one batch
+        for k, (self_layer, cross_layer) in enumerate(zip(self.self_layers, self.cross_layers)):
             if joint:
                 m = None if m0 is None else torch.cat([m0, m1])
                 f = torch.cat([f0, f1])
                 f0, f1 = self_layer(f, f, m).chunk(2)
-            else:
-                f0, f1 = self_layer(f0, f0, m0), self_layer(f1, f1, m1)
+            else:  # inference: one image at a time
+                f0 = self0 if k == 0 and self0 is not None else self_layer(f0, f0, m0)
+                f1 = self_layer(f1, f1, m1)
             f0, f1 = self._cross(cross_layer, f0, f1, m0, m1, joint)
         return f0, f1
+
+    def first_self(self, f0: torch.Tensor, m0: torch.Tensor | None = None) -> torch.Tensor:
+        """The first self-attention layer on one image ``(B, C, H, W)`` (mask ``(B, H, W)``): what
+        :meth:`forward` can reuse for an image matched again."""
+        return self.self_layers[0](f0, f0, m0)
 
     @staticmethod
     def _cross(layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,

@@ -31,13 +31,15 @@ FINE_CHUNK = 4096  # queries matched at a time at inference (their windows, not 
 @dataclass
 class Attended:
     """Backbone + attention output of a pair: ``coarse0/1`` ``(B, C, h_i, w_i)`` attended 1/8 maps, the
-    backbone skips by stride, and whether both images ran as one batch (training)."""
+    backbone skips by stride, whether both images ran as one batch (training), and image 0's first
+    self-attention output (which another pass with the same image 0 can reuse)."""
 
     coarse0: torch.Tensor
     coarse1: torch.Tensor
     skips0: dict[int, torch.Tensor]
     skips1: dict[int, torch.Tensor]
     joint: bool
+    self0: torch.Tensor | None = None  # image 0's first self-attention output (inference), reusable
 
 
 @dataclass
@@ -226,8 +228,11 @@ class IMAMatchNet(nn.Module):
         return replace(enc, fine0=f0, fine1=f1)
 
     def attend(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None,
-               valid1: torch.Tensor | None, features0: BackboneOutput | None = None) -> Attended:
-        """Backbone and attention (arguments as :meth:`encode`): the attended 1/8 maps and the backbone skips."""
+               valid1: torch.Tensor | None, features0: BackboneOutput | None = None,
+               self0: torch.Tensor | None = None) -> Attended:
+        """Backbone and attention (arguments as :meth:`encode`): the attended 1/8 maps and the backbone skips.
+        ``self0``: image 0's first self-attention output from an earlier pass with the same image 0 and
+        ``valid0`` (:attr:`Attended.self0`; inference)."""
         # training: both images in one batch; inference: one image at a time (same time, 40 % lower peak memory)
         joint = self.training and image0.shape == image1.shape and features0 is None
         if joint:
@@ -242,8 +247,12 @@ class IMAMatchNet(nn.Module):
             skips0, skips1 = o0.skips, o1.skips
         if (valid0 is None) != (valid1 is None):
             raise ValueError("give both validity masks or neither")
-        c0, c1 = self.transformer(c0, c1, valid0, valid1)
-        return Attended(c0, c1, skips0, skips1, joint)
+        if not joint and self.conf.n_blocks > 0:
+            self0 = self.transformer.first_self(c0, valid0) if self0 is None else self0
+            c0, c1 = self.transformer(c0, c1, valid0, valid1, self0=self0)
+        else:
+            c0, c1 = self.transformer(c0, c1, valid0, valid1)
+        return Attended(c0, c1, skips0, skips1, joint, self0)
 
     def coarse_encoding(self, att: Attended, valid0: torch.Tensor | None, valid1: torch.Tensor | None,
                         assignment: bool = True) -> Encoded:
@@ -333,22 +342,23 @@ class IMAMatchNet(nn.Module):
     @torch.inference_mode()
     def match(self, image0: torch.Tensor, image1: torch.Tensor, valid0: torch.Tensor | None = None,
               valid1: torch.Tensor | None = None, features0: BackboneOutput | None = None,
-              coarse_only_below: float | None = None) -> dict[str, torch.Tensor]:
+              coarse_only_below: float | None = None, self0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Match prepared images. Returns input-pixel keypoints ``keypoints0/1`` ``(N, 2)``, ``confidence``,
         ``batch``, ``densified``, ``fine_prob`` ``(N,)``, and counts: coarse matches, densified coarse matches,
         fine queries, queries passing the consistency check, matches moved by the sub-pixel polish, matches
         dropped by the neighbourhood-agreement filter. Also the coarse matches' cell centres ``coarse0/1``
-        ``(M, 2)`` (input pixels). ``features0``: ``self.backbone(image0)``, when already computed.
+        ``(M, 2)`` (input pixels), and ``self0``, image 0's first self-attention output. ``features0``:
+        ``self.backbone(image0)``, and ``self0``, that output, when already computed for this image 0 and ``valid0``.
 
         ``coarse_only_below``: when fewer coarse matches than this share of the valid cells of the smaller
         image are found (a hard pair, to be pre-aligned from them), stop after coarse matching: no fine maps,
         no fine matches (``coarse_only`` True in the output)."""
-        att = self.attend(image0, image1, valid0, valid1, features0)
+        att = self.attend(image0, image1, valid0, valid1, features0, self0)
         enc = self.coarse_encoding(att, valid0, valid1, assignment=False)
         matches = self.coarse_matches(enc)
         coarse = {"coarse0": cell_centres(matches.i0, enc.grid0[1]) * 2 + 0.5,  # cell centres, input pixels
                   "coarse1": cell_centres(matches.i1, enc.grid1[1]) * 2 + 0.5,
-                  "num_coarse": torch.tensor(len(matches.b))}
+                  "num_coarse": torch.tensor(len(matches.b)), "self0": att.self0}
         if coarse_only_below is not None and len(matches.b) < coarse_only_below * _valid_cells(enc):
             none = image0.new_zeros(0, 2)
             zero = torch.tensor(0)

@@ -256,3 +256,19 @@ def test_fine_maps_only_around_the_coarse_matches_give_the_same_matches(monkeypa
     assert len(some["keypoints0"]) > 300
     np.testing.assert_array_equal(some["keypoints0"], whole["keypoints0"])
     np.testing.assert_allclose(some["keypoints1"], whole["keypoints1"], atol=1e-3)
+
+
+def test_prealigned_pass_reuses_image_0s_self_attention_exactly():
+    """Image 0's first self-attention output depends on image 0 alone: a pre-aligned pass that reuses it gives
+    the matches of one that computes it again."""
+    from imamatch import IMAMatch
+
+    img0, img1, _ = _strong_perspective()
+    m = IMAMatch.from_pretrained()
+    first = m._match_gray(img0, img1)
+    assert first.self0 is not None
+    reused = m._prealigned(img0, img1, first).result
+    again = m._prealigned(img0, img1, dataclasses.replace(first, self0=None)).result
+    assert len(reused["keypoints0"]) > 300
+    for k in ("keypoints0", "keypoints1", "confidence"):
+        np.testing.assert_array_equal(reused[k], again[k])
