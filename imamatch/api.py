@@ -135,8 +135,8 @@ class IMAMatch:
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
         ``features0``, ``self0``: image 0's backbone and first self-attention outputs from an earlier pass
-        (same ``g0``); ``coarse_only_below``:
-        see :meth:`IMAMatchNet.match` (the pass then has coarse matches only)."""
+        (same ``g0``); ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse matches
+        only)."""
         side = self.conf.resize
         p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
         valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)

@@ -82,16 +82,11 @@ def sample_windows(fmap: torch.Tensor | WindowSource, b: torch.Tensor, centres: 
     return blend_patches(*gather_patches(fmap, b, centres, size))
 
 
-def _blend_grid(x: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
-    """Values on a patch grid ``(M, K, S+1, S+1)`` → bilinear values at the window positions
-    ``(M, K, S, S)``; ``fx``, ``fy`` ``(M, 1, 1, 1)``."""
-    x = torch.lerp(x[..., :-1], x[..., 1:], fx)
-    return torch.lerp(x[..., :-1, :], x[..., 1:, :], fy)
-
-
-def _spread_grid(x: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
-    """The transpose of :func:`_blend_grid`: weights on the window positions ``(M, K, S, S)`` → the patch
-    grid ``(M, K, S+1, S+1)``, each split over its four bilinear corners."""
+def _spread_grid(x: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """The transpose of bilinear window sampling (:func:`blend_patches`): weights on the window positions
+    ``(M, K, S, S)`` → the patch grid ``(M, K, S+1, S+1)``, each split over its four bilinear corners;
+    ``frac`` ``(M, 2)``."""
+    fx, fy = frac[:, 0, None, None, None], frac[:, 1, None, None, None]
     x = F.pad(x * (1 - fx), (0, 1)) + F.pad(x * fx, (1, 0))
     return F.pad(x * (1 - fy), (0, 0, 0, 1)) + F.pad(x * fy, (0, 0, 1, 0))
 
@@ -140,15 +135,14 @@ class FineStage(nn.Module):
         patch, frac = gather_patches(f1, b[starts], ref1[starts], s)            # M, S+1, S+1, C
         m, dim = patch.shape[0], q.shape[1]
         flat = patch.view(m, (s + 1) ** 2, dim)
-        fx, fy = frac[:, 0, None, None, None], frac[:, 1, None, None, None]
         # query · key(w) = (query @ W_key) · w: project the query instead of every window position
         qk = self.query(q) @ self.key.weight / dim ** 0.5                         # N, C
         slots = q.new_zeros(m, width, dim).index_put((gidx, rank), qk)
-        grid = torch.bmm(slots, flat.transpose(1, 2)).view(m, width, s + 1, s + 1)
-        logits = _blend_grid(grid, fx, fy).reshape(m, width, s * s)[gidx, rank]  # N, S²
+        grid = torch.bmm(flat, slots.transpose(1, 2)).view(m, s + 1, s + 1, width)  # (entries, C) as blend_patches
+        logits = blend_patches(grid, frac).transpose(1, 2)[gidx, rank]            # N, S²
         heat = torch.softmax(logits, dim=-1)
         weights = heat.new_zeros(m, width, s * s).index_put((gidx, rank), heat).view(m, width, s, s)
-        attended = torch.bmm(_spread_grid(weights, fx, fy).reshape(m, width, (s + 1) ** 2), flat)[gidx, rank]
+        attended = torch.bmm(_spread_grid(weights, frac).reshape(m, width, (s + 1) ** 2), flat)[gidx, rank]
         c = (s - 1) // 2
         centre = blend_patches(patch[:, c:c + 2, c:c + 2], frac)[gidx, 0]        # N, C
         offset = self.bound * torch.tanh(self.regress(torch.cat([q, centre, attended, logits], -1)))

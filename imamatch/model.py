@@ -44,7 +44,8 @@ class Attended:
 
 @dataclass
 class Encoded:
-    """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention (and the matching projection); ``fine0/1``: ``(B, Cf, H/2, W/2)``;
+    """Features of a pair. ``coarse0/1``: ``(B, L_i, C)`` after attention (and the matching projection);
+    ``fine0/1``: ``(B, Cf, H/2, W/2)`` (None before :meth:`IMAMatchNet.fine_maps`);
     ``conf``: ``(B, L0, L1)`` dual-softmax (None when not asked for); ``grid0/1``: (h, w) of the 1/8 grids; masks ``(B, L_i)`` or None."""
 
     coarse0: torch.Tensor
@@ -363,7 +364,7 @@ class IMAMatchNet(nn.Module):
             none = image0.new_zeros(0, 2)
             zero = torch.tensor(0)
             return {"keypoints0": none, "keypoints1": none, "confidence": none[:, 0], "fine_prob": none[:, 0],
-                    "batch": zero[None][:0], "densified": torch.zeros(0, dtype=torch.bool), **coarse,
+                    "batch": torch.zeros(0, dtype=torch.long), "densified": torch.zeros(0, dtype=torch.bool), **coarse,
                     "num_fine": zero, "num_densified": zero, "num_consistent": zero, "num_polished": zero,
                     "num_disagreeing": zero, "coarse_only": torch.tensor(True)}
         f0, f1 = self.fine_maps(att, image0, image1, matches)

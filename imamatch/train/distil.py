@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from ..backbone import LiteBlock2, LocalFeatureBackbone, PlainBlock3, SpaceToDepthStem
 from ..config import MatcherConfig
+from ..data.synthetic import WarpConfig, make_pair
+from ..data.synthetic import load_photos as load_gray_photos
 from ..errors import DataError
 from ..io import read_image
 from ..model import IMAMatchNet
@@ -203,8 +205,6 @@ def match_projection(photos: str | Path, teacher_path: str | Path, out: str | Pa
     features' second moment, gathered on ``pairs`` synthetic homography pairs of ``photos`` (``size`` px),
     scaled by √(dim / C) (the similarity is divided by the width). The errors reported are the relative
     squared error of the similarity on held-out pairs, keeping the first ``dim`` channels vs the projection."""
-    from ..data.synthetic import WarpConfig, load_photos as load_gray_photos, make_pair
-
     tensors, conf, _ = _teacher(teacher_path)
     if conf.match_dim is not None:
         raise ValueError(f"{teacher_path} already has a matching projection (match_dim={conf.match_dim})")
