@@ -85,7 +85,7 @@ CANDIDATE_GROUP = 16  # columns screened together for coarse-match candidates
 
 def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, threshold: float,
                    m0: torch.Tensor | None = None, m1: torch.Tensor | None = None,
-                   block: int = 256) -> CoarseMatches:
+                   block: int = 256, integer: bool = False) -> CoarseMatches:
     """Inference: ``select_matches(dual_softmax(f0, f1, temperature, m0, m1), threshold)`` without the
     ``(B, L0, L1)`` probability matrix in memory.
 
@@ -95,7 +95,9 @@ def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, thres
     1/``threshold``): a match needs ``conf`` = row softmax · column softmax > ``threshold``, so its row's best
     and its column's best are among them. Memory stays O(block · L1); with ``threshold`` ≤ 0 a second pass
     recomputes the blocks instead. Padded cells are dropped first.
-    Same result as the two-step path up to floating-point rounding (ties resolved by either).
+    Same result as the two-step path up to floating-point rounding (ties resolved by either). ``integer``: the
+    similarity from 16-bit integer splits of the features (:class:`IntegerSimilarity`; CPU, ~2× faster, logits
+    within ~3e-5 of their magnitude).
     """
     scale = 1.0 / (f0.shape[-1] * temperature)
     out_b, out_i0, out_i1, out_c = [], [], [], []
@@ -104,7 +106,7 @@ def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, thres
         cols = torch.arange(f1.shape[1], device=f1.device) if m1 is None else m1[bi].nonzero()[:, 0]
         if len(rows) == 0 or len(cols) == 0:
             continue
-        i, j, log_conf = _log_conf_candidates(f0[bi, rows] * scale, f1[bi, cols], threshold, block)
+        i, j, log_conf = _log_conf_candidates(f0[bi, rows] * scale, f1[bi, cols], threshold, block, integer)
         row_best = log_conf.new_full((len(rows),), float("-inf")).scatter_reduce_(0, i, log_conf, "amax")
         col_best = log_conf.new_full((len(cols),), float("-inf")).scatter_reduce_(0, j, log_conf, "amax")
         conf = log_conf.exp()
@@ -123,23 +125,62 @@ def mutual_matches(f0: torch.Tensor, f1: torch.Tensor, temperature: float, thres
     return CoarseMatches(torch.cat(out_b), torch.cat(out_i0), torch.cat(out_i1), torch.cat(out_c))
 
 
-def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float,
-                         block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class IntegerSimilarity:
+    """Blocks of ``a @ b.T`` (``a`` ``(n0, C)``, ``b`` ``(n1, C)`` float) from integer matrix products, which
+    this CPU computes several times faster than float32 ones, exactly in int32.
+
+    Each row is scaled to ±127 and split into a high and a low int8 part, ``x ≈ s (h + l / 256)``; then
+    ``a·b ≈ s_a s_b (h_a·h_b + (h_a·l_b + l_a·h_b) / 256)`` from two int8 products (the second over the
+    concatenated channels). What is dropped, ``l_a·l_b / 256²`` and the rounding of ``l``, is ~1.5e-5 of
+    ``|a_i| |b_j|`` per channel: the logits are within ~3e-5 of their magnitude."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        self.ha, la, self.sa = _split16(a)
+        hb, lb, sb = _split16(b)
+        self.sb = sb / 256
+        self.cross_a = torch.cat([self.ha, la], 1)
+        self.hb_t = hb.T                       # (C, n1) views of row-major (n1, C): the fast layout
+        self.cross_b_t = torch.cat([lb, hb], 1).T
+
+    def block(self, s: int, e: int) -> torch.Tensor:
+        """Rows ``s:e`` of the similarity, ``(e - s, n1)`` float32."""
+        hh = torch._int_mm(self.ha[s:e], self.hb_t)
+        out = torch._int_mm(self.cross_a[s:e], self.cross_b_t).add_(hh, alpha=256).float()
+        return out.mul_(self.sa[s:e, None]).mul_(self.sb[None])
+
+
+def _split16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(n, C)`` float → high and low int8 parts ``(n, C)`` and row scales ``(n,)``, ``x ≈ s (h + l / 256)``."""
+    s = x.abs().amax(1, keepdim=True).clamp_min(1e-30) / 127
+    y = x / s
+    hi = y.round()
+    lo = y.sub_(hi).mul_(256).round_().clamp_(-127, 127)
+    return hi.to(torch.int8), lo.to(torch.int8), s[:, 0]
+
+
+def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float, block: int,
+                         integer: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scaled features ``a`` ``(n0, C)``, ``b`` ``(n1, C)`` → row and column indices ``(K,)`` (sorted by row,
     then column) of the similarity entries that can be coarse matches, and their log dual-softmax
     confidence ``(K,)``: those whose row softmax exceeds ``threshold``, or (``threshold`` ≤ 0) the rows' bests
-    that are also their columns' bests."""
+    that are also their columns' bests. ``integer``: blocks from :class:`IntegerSimilarity`."""
     n0, n1 = len(a), len(b)
     group = CANDIDATE_GROUP
     n1p = -(-n1 // group) * group  # columns padded to whole groups (their scores set to -inf)
     if n1p != n1:
         b = torch.cat([b, b.new_zeros(n1p - n1, b.shape[1])])
+    if integer:
+        sim = IntegerSimilarity(a, b)
+        rows_of = sim.block
+    else:
+        def rows_of(s: int, e: int) -> torch.Tensor:
+            return torch.mm(a[s:e], b.T)
     row_lse = a.new_empty(n0)
     col_sum = a.new_zeros(n1p)
     top = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
     cand_i, cand_j, cand_s = [], [], []
     for s in range(0, n0, block):
-        blk = torch.mm(a[s:s + block], b.T)
+        blk = rows_of(s, s + block)
         blk[:, n1:] = float("-inf")
         new_top = torch.maximum(top, blk.amax())
         e = (blk - new_top).exp_()
@@ -158,9 +199,7 @@ def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float,
             cand_i.append(r + s)
             cand_j.append(c)
             cand_s.append(blk[r, c])
-    col_sum = col_sum[:n1]
-    b = b[:n1]
-    col_lse = col_sum.log_() + top
+    col_lse = col_sum[:n1].log_() + top
     if threshold > 0:
         i, j = torch.cat(cand_i), torch.cat(cand_j)
         order = torch.argsort(i * n1 + j)
@@ -170,7 +209,7 @@ def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float,
     best_val, best_idx = a.new_empty(n0), torch.empty(n0, dtype=torch.long, device=a.device)
     col_best = torch.full((n1,), float("-inf"), dtype=a.dtype, device=a.device)
     for s in range(0, n0, block):
-        score = torch.mm(a[s:s + block] * 2, b.T).sub_(row_lse[s:s + block, None]).sub_(col_lse[None])
+        score = rows_of(s, s + block)[:, :n1].mul_(2).sub_(row_lse[s:s + block, None]).sub_(col_lse[None])
         torch.max(score, dim=1, out=(best_val[s:s + block], best_idx[s:s + block]))
         torch.maximum(col_best, score.amax(0), out=col_best)
     mutual = best_val >= col_best[best_idx]
