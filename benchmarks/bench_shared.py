@@ -10,6 +10,7 @@ process per method. Writes a markdown table (and a JSON file beside it).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def peak_mib_fresh(name: str, a: argparse.Namespace) -> float:
     cmd = [sys.executable, __file__, "--data", str(a.data), "--threads", str(a.threads), "--peak-of", name]
     if a.weights:
         cmd += ["--weights", a.weights]
+    for spec in a.set:
+        cmd += ["--set", spec]
     peaks = []
     for _ in range(a.memory_runs):
         run = subprocess.run(cmd, capture_output=True, text=True)
@@ -146,6 +149,17 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def parse_settings(spec: str) -> dict[str, object]:
+    """``"refine_iters=1,subpixel=False"`` → ``{"refine_iters": 1, "subpixel": False}`` (values: Python literals)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE items, got {item!r}")
+        out[key.strip()] = ast.literal_eval(value.strip())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -158,6 +172,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=5,
                     help="RANSAC runs per pair (shuffled match orders) pooled into the pose and homography AUCs")
     ap.add_argument("--only", help="semicolon-separated method names to run (default: all selected)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE,...",
+                    help="also an imamatch row with these MatcherConfig settings (Python literals; repeatable), "
+                         "named 'imamatch (KEY=VALUE,...)'")
     ap.add_argument("--memory-only", action="store_true",
                     help="only re-measure the peak memory of the methods in the last run's table (fresh processes)")
     ap.add_argument("--memory-runs", type=int, default=3, help="fresh processes per method for the peak memory")
@@ -188,6 +205,8 @@ def main() -> None:
             "imamatch, at most one pre-aligned pass": make(prealign_passes=1),
             "imamatch, pre-align below 0.25 kept": make(prealign_below=0.25),
         })
+    for spec in a.set:
+        factories[f"imamatch ({spec})"] = make(**parse_settings(spec))
     if a.peers or a.peak_of:
         from peers import peer_factories
 

@@ -50,6 +50,7 @@ class MatcherConfig:
     subpixel_affine: bool = True      # warp the patches by the local affine fitted to neighbouring matches
     subpixel_min_ncc: float = 0.0     # drop matches whose patches correlate less than this after the polish
     subpixel_keep_unmoved: bool = False  # keep matches the polish could not confirm (blank patch, no gain, too far)
+    subpixel_settled: float = 0.01    # a match whose last step was at most this (input px) takes no more steps
     # neighbourhood agreement (imamatch.neighbourhood; no weights)
     neighbour_max_residual: float | None = 1.0  # drop matches this far (input px) from their neighbours' affine map
     neighbour_reach: tuple[int, ...] = (1, 2, 4)  # neighbourhood radii (1/8 cells), the first that can judge

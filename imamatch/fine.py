@@ -109,14 +109,21 @@ class FineStage(nn.Module):
         self.regress = nn.Sequential(nn.Linear(3 * dim + size * size, 2 * dim), nn.GELU(),
                                      nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 2))
 
+    def project(self, q: torch.Tensor) -> torch.Tensor:
+        """Query features ``(N, C)`` → their projection against the window's raw features, ``(N, C)``:
+        query · key(w) = (query @ W_key) · w, so the query is projected instead of every window position."""
+        return self.query(q) @ self.key.weight / q.shape[1] ** 0.5
+
     def forward(self, q: torch.Tensor, f1: torch.Tensor | WindowSource, b: torch.Tensor, ref1: torch.Tensor,
-                group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                group: torch.Tensor | None = None,
+                qk: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Query features ``q`` ``(N, C)`` (image 0's fine map at the query points), image 1's fine map
         ``(B, C, H/2, W/2)`` (or its window source). Returns offset ``(N, 2)`` (half-res px, relative to
         ``ref1``) and heatmap ``(N, size²)``.
 
         ``group`` ``(N,)`` (sorted, optional): queries with equal ids share one reference window (same
-        ``b`` and ``ref1``, as the sub-points of a densified match do), which is then read once.
+        ``b`` and ``ref1``, as the sub-points of a densified match do), which is then read once. ``qk``:
+        :meth:`project` of ``q`` if already computed (repeated refinement stages).
 
         The window is never formed: bilinear sampling is linear, so the logits are computed on the integer
         patch under it and blended, and the attended feature is the patch weighted by the heatmap spread back
@@ -135,8 +142,7 @@ class FineStage(nn.Module):
         patch, frac = gather_patches(f1, b[starts], ref1[starts], s)            # M, S+1, S+1, C
         m, dim = patch.shape[0], q.shape[1]
         flat = patch.view(m, (s + 1) ** 2, dim)
-        # query · key(w) = (query @ W_key) · w: project the query instead of every window position
-        qk = self.query(q) @ self.key.weight / dim ** 0.5                         # N, C
+        qk = self.project(q) if qk is None else qk                                # N, C
         slots = q.new_zeros(m, width, dim).index_put((gidx, rank), qk)
         grid = torch.bmm(flat, slots.transpose(1, 2)).view(m, s + 1, s + 1, width)  # (entries, C) as blend_patches
         logits = blend_patches(grid, frac).transpose(1, 2)[gidx, rank]            # N, S²
@@ -234,9 +240,10 @@ class FineMatcher(nn.Module):
         sel = consistent.nonzero()[:, 0] if consistent_only else None
         bq, q0, pos = (b, q, stage1) if sel is None else (b[sel], q[sel], stage1[sel])
         offsets2, refs2 = [], []
+        qk = self.stage2.project(q0) if self.refine_iters > 0 else None  # the same for every refinement
         for _ in range(self.refine_iters):
             ref = pos.detach()
-            off2, _ = self.stage2(q0, s1, bq, ref)
+            off2, _ = self.stage2(q0, s1, bq, ref, qk=qk)
             offsets2.append(off2)
             refs2.append(ref)
             pos = ref + off2

@@ -318,7 +318,7 @@ class IMAMatchNet(nn.Module):
         bk, k0, k1 = b[idx], kp0[idx], kp1[idx]
         affine = local_affine(bk, k0, k1, image0.shape[0], enc.grid0) if c.subpixel_affine else None
         pol = polish_matches(image0, image1, bk, k0, k1, c.subpixel_radius, c.subpixel_iters, c.subpixel_max_shift,
-                             affine=affine)
+                             affine=affine, settled=c.subpixel_settled)
         kp1, keep = kp1.clone(), keep.clone()
         kp1[idx] = pol.keypoints1
         keep[idx] = (pol.ncc >= c.subpixel_min_ncc) & (pol.moved | c.subpixel_keep_unmoved)

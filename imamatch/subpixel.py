@@ -70,11 +70,13 @@ def solve_2x2(a: torch.Tensor, damp: torch.Tensor, rhs: torch.Tensor) -> torch.T
 
 def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, kp0: torch.Tensor,
                    kp1: torch.Tensor, radius: int = 3, iters: int = 4, max_shift: float = 3.0,
-                   min_std: float = 0.01, affine: torch.Tensor | None = None) -> Polished:
+                   min_std: float = 0.01, affine: torch.Tensor | None = None, settled: float = 0.0) -> Polished:
     """Polish matches ``kp0`` ↔ ``kp1`` ``(N, 2)`` (input px) of batch items ``b`` ``(N,)`` in images
     ``(B, 1, H, W)`` in [0, 1], with ``(2·radius+1)²`` patches and ``iters`` Gauss–Newton steps (each at most
     1 px). Patches of image 0 whose intensity standard deviation is below ``min_std`` are left alone.
-    ``affine`` ``(N, 2, 2)`` (e.g. :func:`local_affine`) warps the patch of image 1 by the local distortion."""
+    ``affine`` ``(N, 2, 2)`` (e.g. :func:`local_affine`) warps the patch of image 1 by the local distortion.
+    A match whose last step moved it by at most ``settled`` px (each coordinate) takes no further steps (0: only
+    those that did not move at all, which would not move again: the same result as running them all)."""
     size = 2 * radius + 1
     n = kp0.shape[0]
     if n == 0:
@@ -88,28 +90,37 @@ def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, 
         gy, gx = torch.meshgrid(r, r, indexing="ij")
         offsets = torch.einsum("nij,sj->nsi", affine, torch.stack([gx.flatten(), gy.flatten()], -1))
 
-    def correlate(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def correlate(pos: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patches of image 1 at ``pos`` ``(M, 2)`` for the matches ``idx`` ``(M,)``: normalised, their
+        gradients and the correlation with image 0's."""
         if offsets is None:
-            win = sample_windows(stack1, b, pos, size)                         # N, S², 3
+            win = sample_windows(stack1, b[idx], pos, size)                    # M, S², 3
         else:
-            win = _sample_points(stack1, b, pos[:, None, :] + offsets)
+            win = _sample_points(stack1, b[idx], pos[:, None, :] + offsets[idx])
         p1, sd = _normalise(win[..., 0])
         grad = win[..., 1:] / sd[..., None]
-        grad = grad - grad.mean(dim=1, keepdim=True)                           # d p1 / d pos, N, S², 2
-        return p1, grad, (p1 * p0).mean(dim=1)
+        grad = grad - grad.mean(dim=1, keepdim=True)                           # d p1 / d pos, M, S², 2
+        return p1, grad, (p1 * p0[idx]).mean(dim=1)
 
     start = kp1
     pos = kp1
-    p1, grad, ncc0 = correlate(pos)
+    idx = torch.arange(n, device=kp1.device)                                   # the matches still moving
+    p1, grad, ncc0 = correlate(pos, idx)
     ncc = ncc0
     for _ in range(iters):
-        res = p1 - p0                                                          # N, S²
-        hess = grad.transpose(1, 2) @ grad / size**2                           # N, 2, 2
-        rhs = (grad.transpose(1, 2) @ res[..., None])[..., 0] / size**2        # N, 2
+        if len(idx) == 0:
+            break
+        res = p1 - p0[idx]                                                     # M, S²
+        hess = grad.transpose(1, 2) @ grad / size**2                           # M, 2, 2
+        rhs = (grad.transpose(1, 2) @ res[..., None])[..., 0] / size**2        # M, 2
         damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-6)
-        step = -solve_2x2(hess, damp, rhs)
-        pos = pos + step.clamp(-1.0, 1.0)
-        p1, grad, ncc = correlate(pos)
+        step = (-solve_2x2(hess, damp, rhs)).clamp(-1.0, 1.0)
+        moved = pos[idx] + step
+        pos = pos.index_copy(0, idx, moved)
+        p1, grad, now = correlate(moved, idx)
+        ncc = ncc.index_copy(0, idx, now)
+        going = step.abs().amax(-1) > settled
+        idx, p1, grad = idx[going], p1[going], grad[going]
     ok = (ncc > ncc0) & ((pos - start).norm(dim=-1) <= max_shift) & (sd0[:, 0] > min_std)
     ok = ok & torch.isfinite(pos).all(-1)
     out = torch.where(ok[:, None], pos, start)

@@ -118,3 +118,21 @@ def test_closed_form_2x2_solve_equals_linalg_solve():
     rhs = torch.randn(500, 2, dtype=torch.float64, generator=g)
     expect = torch.linalg.solve(a + damp[:, None, None] * torch.eye(2, dtype=torch.float64), rhs)
     torch.testing.assert_close(solve_2x2(a, damp, rhs), expect, rtol=1e-8, atol=1e-10)
+
+
+def test_settled_matches_stop_early_and_land_where_the_full_iterations_do():
+    shift = torch.tensor([2.21, 0.83])
+    k0 = points(seed=3)
+    truth = k0 + shift
+    g = torch.Generator().manual_seed(2)
+    start = truth + (torch.rand(len(k0), 2, generator=g) - 0.5) * 2.0
+    start[:5] = truth[:5]  # already exact: their first step is ~0, they settle at once
+    b = torch.zeros(len(k0), dtype=torch.long)
+    full = polish_matches(image0(), render(torch.eye(2), shift), b, k0, start, iters=6)
+    early = polish_matches(image0(), render(torch.eye(2), shift), b, k0, start, iters=6, settled=0.01)
+    assert (early.moved[5:] == full.moved[5:]).all()  # (the exact ones gain nothing but rounding either way)
+    assert (early.keypoints1 - full.keypoints1)[5:].abs().max() < 0.02
+    assert (early.keypoints1 - truth).norm(dim=-1).median() < 0.02
+    # settled 0 stops only matches whose step was exactly zero: the same positions as every step for all
+    none = polish_matches(image0(), render(torch.eye(2), shift), b, k0, start, iters=6, settled=0.0)
+    torch.testing.assert_close(none.keypoints1, full.keypoints1)
