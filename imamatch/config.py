@@ -66,7 +66,7 @@ class MatcherConfig:
     # inference memory
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     coarse_integer: bool = True       # CPU inference: coarse similarity from exact int8 products of 16-bit splits
-                                      # (~2× faster than float32; logits within ~3e-5 of their size)
+                                      # (~1.7× faster than float32; logits within ~3e-5 of their size)
     # input
     resize: int | None = 640          # long side the images are resized to (None: keep)
     max_matches: int | None = None    # keep the most confident ones
