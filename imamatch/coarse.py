@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -151,6 +152,17 @@ class IntegerSimilarity:
         return out.mul_(self.sa[s:e, None]).mul_(self.sb[None])
 
 
+@functools.cache
+def integer_products_available() -> bool:
+    """Whether this PyTorch build multiplies int8 matrices on the CPU (``torch._int_mm``); else the float32
+    similarity is used."""
+    try:
+        a = torch.ones(32, 32, dtype=torch.int8)
+        return bool((torch._int_mm(a, a.T) == 32).all())
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+
+
 def _split16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(n, C)`` float → high and low int8 parts ``(n, C)`` and row scales ``(n,)``, ``x ≈ s (h + l / 256)``."""
     s = x.abs().amax(1, keepdim=True).clamp_min(1e-30) / 127
@@ -175,7 +187,7 @@ def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float, blo
     n1p = -(-n1 // group) * group  # columns padded to whole groups (their scores set to -inf)
     if n1p != n1:
         b = torch.cat([b, b.new_zeros(n1p - n1, b.shape[1])])
-    if integer:
+    if integer and integer_products_available():
         sim = IntegerSimilarity(a, b)
         rows_of = sim.block
     else:

@@ -113,3 +113,27 @@ def test_integer_similarity_is_within_its_stated_error_and_gives_the_same_matche
     assert ref.i0.tolist() == new.i0.tolist() and ref.i1.tolist() == new.i1.tolist()
     assert (perm[new.i1] == new.i0).float().mean() > 0.95
     torch.testing.assert_close(new.confidence, ref.confidence, rtol=1e-3, atol=1e-5)
+
+
+def test_integer_path_falls_back_to_float_where_int8_products_are_missing(monkeypatch):
+    import imamatch.coarse as coarse
+
+    g = torch.Generator().manual_seed(3)
+    f0 = torch.randn(1, 50, 16, generator=g)
+    f1 = f0[:, torch.randperm(50, generator=g)] + 0.2 * torch.randn(1, 50, 16, generator=g)
+    with torch.no_grad():
+        ref = coarse.mutual_matches(f0, f1, 0.1, 0.2)
+
+    def missing(*args):
+        raise RuntimeError("no int8 matmul here")
+
+    coarse.integer_products_available.cache_clear()
+    monkeypatch.setattr(torch, "_int_mm", missing)
+    try:
+        assert not coarse.integer_products_available()
+        with torch.no_grad():
+            got = coarse.mutual_matches(f0, f1, 0.1, 0.2, integer=True)
+    finally:
+        coarse.integer_products_available.cache_clear()
+    assert len(ref.b) > 20 and got.i0.tolist() == ref.i0.tolist() and got.i1.tolist() == ref.i1.tolist()
+    torch.testing.assert_close(got.confidence, ref.confidence)
