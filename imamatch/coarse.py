@@ -137,7 +137,18 @@ class IntegerSimilarity:
     concatenated channels). What is dropped, ``l_a·l_b / 256²`` and the rounding of ``l``, is ~1.5e-5 of
     ``|a_i| |b_j|`` per channel: the logits are within ~3e-5 of their magnitude."""
 
+    MAX_CHANNELS = 512  # C · 127² · 258 stays below 2³¹: the int32 sums cannot overflow
+
+    @classmethod
+    def suits(cls, a: torch.Tensor, b: torch.Tensor) -> bool:
+        """Whether these features can take the integer path: int8 products available on this build, at most
+        :attr:`MAX_CHANNELS` channels, all values finite."""
+        return (a.shape[1] <= cls.MAX_CHANNELS and integer_products_available()
+                and bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()))
+
     def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        if a.shape[1] > self.MAX_CHANNELS:
+            raise ValueError(f"at most {self.MAX_CHANNELS} channels (int32 sums), got {a.shape[1]}")
         self.ha, la, self.sa = _split16(a)
         hb, lb, sb = _split16(b)
         self.sb = sb / 256
@@ -187,7 +198,7 @@ def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float, blo
     n1p = -(-n1 // group) * group  # columns padded to whole groups (their scores set to -inf)
     if n1p != n1:
         b = torch.cat([b, b.new_zeros(n1p - n1, b.shape[1])])
-    if integer and integer_products_available():
+    if integer and IntegerSimilarity.suits(a, b):
         sim = IntegerSimilarity(a, b)
         rows_of = sim.block
     else:

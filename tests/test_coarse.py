@@ -137,3 +137,14 @@ def test_integer_path_falls_back_to_float_where_int8_products_are_missing(monkey
         coarse.integer_products_available.cache_clear()
     assert len(ref.b) > 20 and got.i0.tolist() == ref.i0.tolist() and got.i1.tolist() == ref.i1.tolist()
     torch.testing.assert_close(got.confidence, ref.confidence)
+
+
+def test_integer_similarity_does_not_overflow_at_its_channel_limit():
+    from imamatch.coarse import IntegerSimilarity
+
+    c = IntegerSimilarity.MAX_CHANNELS
+    a = torch.ones(3, c)  # every product at its largest: h = 127 in every channel
+    sim = IntegerSimilarity(a, a * 2)
+    torch.testing.assert_close(sim.block(0, 3), torch.full((3, 3), 2.0 * c), rtol=1e-4, atol=0)
+    assert not IntegerSimilarity.suits(torch.ones(2, c + 1), torch.ones(2, c + 1))
+    assert not IntegerSimilarity.suits(torch.tensor([[float("nan"), 1.0]]), torch.ones(1, 2))
