@@ -289,9 +289,8 @@ class IMAMatchNet(nn.Module):
         c = self.conf
         if enc.conf is not None:
             return select_matches(enc.conf, c.coarse_threshold, c.border, enc.grid0, enc.grid1)
-        integer = c.coarse_integer and enc.coarse0.device.type == "cpu"
         m = mutual_matches(enc.coarse0, enc.coarse1, c.temperature, c.coarse_threshold, enc.mask0, enc.mask1,
-                           integer=integer)
+                           integer=c.coarse_integer)
         return drop_border(m, c.border, enc.grid0, enc.grid1)
 
     def queries(self, enc: Encoded, matches: CoarseMatches) -> FineQueries:

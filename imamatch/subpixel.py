@@ -115,9 +115,9 @@ def polish_matches(image0: torch.Tensor, image1: torch.Tensor, b: torch.Tensor, 
         rhs = (grad.transpose(1, 2) @ res[..., None])[..., 0] / size**2        # M, 2
         damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-6)
         step = (-solve_2x2(hess, damp, rhs)).clamp(-1.0, 1.0)
-        moved = pos[idx] + step
-        pos = pos.index_copy(0, idx, moved)
-        p1, grad, now = correlate(moved, idx)
+        stepped = pos[idx] + step
+        pos = pos.index_copy(0, idx, stepped)
+        p1, grad, now = correlate(stepped, idx)
         ncc = ncc.index_copy(0, idx, now)
         going = step.abs().amax(-1) > settled
         idx, p1, grad = idx[going], p1[going], grad[going]
