@@ -42,15 +42,36 @@ def sub_offsets(n: int, device: torch.device | None = None) -> torch.Tensor:
     return torch.stack([gx.flatten(), gy.flatten()], dim=-1)
 
 
-def densify_mask(confidence: torch.Tensor, mode: str, band: tuple[float, float]) -> torch.Tensor:
-    """Which coarse matches to densify: ``mode`` = "none", "all" or "band" (``band[0] <= c < band[1]``)."""
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def densify_mask(confidence: torch.Tensor, mode: str, band: tuple[float, float], n_points: int = 4,
+                 max_queries: int | None = None, cells: torch.Tensor | None = None) -> torch.Tensor:
+    """Which coarse matches ``(M,)`` to densify: ``mode`` = "none", "all" or "band" (``band[0] <= c < band[1]``).
+
+    ``max_queries``: when expanding the selected ones into ``n_points`` queries each would give more fine
+    queries than this, only as many as keep the total within it are expanded (none when the coarse matches
+    alone exceed it): those whose cell index in image 0 (``cells`` ``(M,)``; default their order) has the
+    smallest ``frac(index · golden ratio)``. That spreads them evenly over the grid, and a match more or less
+    changes at most one other's choice."""
     if mode == "none":
         return torch.zeros_like(confidence, dtype=torch.bool)
     if mode == "all":
-        return torch.ones_like(confidence, dtype=torch.bool)
-    if mode == "band":
-        return (confidence >= band[0]) & (confidence < band[1])
-    raise ValueError(f"unknown densify mode {mode!r}; expected 'none', 'all' or 'band'")
+        dense = torch.ones_like(confidence, dtype=torch.bool)
+    elif mode == "band":
+        dense = (confidence >= band[0]) & (confidence < band[1])
+    else:
+        raise ValueError(f"unknown densify mode {mode!r}; expected 'none', 'all' or 'band'")
+    if max_queries is None or n_points <= 1:
+        return dense
+    selected = dense.nonzero()[:, 0]
+    room = max(0, (max_queries - len(confidence)) // (n_points - 1))  # expansions the budget allows
+    if len(selected) <= room:
+        return dense
+    index = torch.arange(len(confidence), device=confidence.device) if cells is None else cells
+    key = torch.frac(index[selected].double() * GOLDEN)
+    chosen = selected[torch.argsort(key, stable=True)[:room]]
+    return torch.zeros_like(dense).index_fill_(0, chosen, True)
 
 
 def make_queries(matches: CoarseMatches, grid_w0: int, grid_w1: int, dense: torch.Tensor,

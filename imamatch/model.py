@@ -294,7 +294,9 @@ class IMAMatchNet(nn.Module):
         return drop_border(m, c.border, enc.grid0, enc.grid1)
 
     def queries(self, enc: Encoded, matches: CoarseMatches) -> FineQueries:
-        dense = densify_mask(matches.confidence, self.conf.densify, tuple(self.conf.densify_band))
+        c = self.conf
+        dense = densify_mask(matches.confidence, c.densify, tuple(c.densify_band), c.densify_points,
+                             c.densify_max_queries if not self.training else None, matches.i0)
         return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, self.conf.densify_points)
 
     def refine(self, enc: Encoded, q: FineQueries) -> FineResult:

@@ -36,3 +36,26 @@ def test_band_rule_and_counts():
     torch.testing.assert_close(q.ref1, c1[q.parent])
     with pytest.raises(ValueError):
         make_queries(m, 6, 6, torch.ones(5, dtype=torch.bool), 5)
+
+
+def test_query_budget_expands_an_even_subset():
+    conf = torch.full((100,), 0.5)
+    full = densify_mask(conf, "all", (0.2, 0.6), 4, max_queries=None)
+    assert full.all()
+    assert densify_mask(conf, "all", (0.2, 0.6), 4, max_queries=400).all()  # 100 · 4 fits exactly
+    dense = densify_mask(conf, "all", (0.2, 0.6), 4, max_queries=250)
+    assert int(dense.sum()) == 50  # 100 + 3 · 50 = 250 queries
+    assert 100 + 3 * int(dense.sum()) <= 250
+    gaps = torch.diff(dense.nonzero()[:, 0])
+    assert gaps.max() <= 3  # spread over all of them, not the first half
+    # stable: one match more changes at most one other's choice (the rest keep theirs)
+    cells = torch.arange(100) * 3
+    before = set(cells[densify_mask(conf, "all", (0.2, 0.6), 4, 250, cells)].tolist())
+    more = torch.cat([cells, torch.tensor([301])])
+    after = set(more[densify_mask(torch.full((101,), 0.5), "all", (0.2, 0.6), 4, 251, more)].tolist())
+    assert len(before - after) <= 1
+    assert not densify_mask(conf, "all", (0.2, 0.6), 4, max_queries=80).any()  # coarse matches alone exceed it
+    # band mode: the subset comes from the band only
+    conf = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.3, 0.4])
+    dense = densify_mask(conf, "band", (0.2, 0.6), 4, max_queries=6 + 3 * 2)
+    assert int(dense.sum()) == 2 and not dense[[0, 3]].any()

@@ -105,7 +105,7 @@ def test_matching_projection_keeps_the_similarity_and_the_matches(tmp_path):
         match_projection(bundled_photo_folder(), r.path, tmp_path / "again.safetensors", dim=16, pairs=2)
     left, right, disp = data.stereo_motorcycle()
     for path in (shipped, r.path):
-        out = IMAMatch(weights=path).match(left, right)
+        out = IMAMatch(weights=path, densify_max_queries=None).match(left, right)
         k0, k1 = out["keypoints0"], out["keypoints1"]
         d = disp[np.round(k0[:, 1]).astype(int), np.round(k0[:, 0]).astype(int)]
         ok = np.isfinite(d)
