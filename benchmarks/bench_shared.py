@@ -160,6 +160,9 @@ def parse_settings(spec: str) -> dict[str, object]:
     return out
 
 
+DEFAULT_ROW = "imamatch (fast: densify all ×4, ≤ 4000 queries)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -190,9 +193,10 @@ def main() -> None:
         return lambda: imamatch_method(IMAMatch(weights=a.weights, **over) if a.weights
                                        else IMAMatch.from_pretrained(**over))
 
-    factories = {"imamatch (fast, densify all ×4)": make(), "SIFT + ratio + MNN": sift_method}
+    factories = {DEFAULT_ROW: make(), "SIFT + ratio + MNN": sift_method}
     if a.ablations or a.peak_of:
         factories.update({
+            "imamatch, no query budget (every match densified)": make(densify_max_queries=None),
             "imamatch, no densification": make(densify="none"),
             "imamatch, densify band 0.2–0.6 ×4": make(densify="band"),
             "imamatch, no consistency check": make(consistency_check=False),

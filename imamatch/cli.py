@@ -133,6 +133,9 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=int, default=640, help="long side the images are resized to (0: keep)")
     p.add_argument("--threshold", type=float, default=None, help="coarse confidence threshold")
     p.add_argument("--densify", choices=["none", "band", "all"], default=None)
+    p.add_argument("--max-queries", type=int, default=None,
+                   help="fine-query budget: past it only an evenly spread subset of the coarse matches is densified "
+                        "(default 4000; 0: no limit, every match densified: more, slower matches)")
     p.add_argument("--no-check", action="store_true", help="disable the regression/classification consistency check")
     p.add_argument("--max-residual", type=float, default=None,
                    help="neighbourhood-agreement filter: drop matches farther than this (px at the working size) "
@@ -152,6 +155,8 @@ def _matcher(a: argparse.Namespace):
         over["coarse_threshold"] = a.threshold
     if a.densify is not None:
         over["densify"] = a.densify
+    if a.max_queries is not None:
+        over["densify_max_queries"] = a.max_queries or None
     if a.no_check:
         over["consistency_check"] = False
     if a.max_residual is not None:

@@ -214,8 +214,8 @@ class FineMatcher(nn.Module):
                 ref1: torch.Tensor, group: torch.Tensor | None = None, chunk: int | None = None,
                 refine_consistent_only: bool = False) -> FineResult:
         """Fine features ``(B, C, H/2, W/2)``, queries ``(N, 2)`` in image 0 and reference centres ``(N, 2)`` in
-        image 1 (half-res px); ``group``: see :meth:`FineStage.forward`. ``chunk``: match at most about that
-        many queries at a time (whole groups; same result, bounded memory). ``refine_consistent_only``: the
+        image 1 (half-res px); ``group``: see :meth:`FineStage.forward`. ``chunk``: match the queries of at most
+        that many windows at a time (:func:`chunk_bounds`; same result, bounded memory). ``refine_consistent_only``: the
         refinement stages skip the queries that fail the consistency check (inference, when those are dropped:
         their ``match1`` is then the stage-1 position and their refinement offsets zero)."""
         s0, s1 = WindowSource.of(f0), WindowSource.of(f1)  # shared by all stages and chunks
@@ -255,16 +255,15 @@ class FineMatcher(nn.Module):
 
 
 def chunk_bounds(n: int, group: torch.Tensor | None, chunk: int | None) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges of about ``chunk`` items covering ``range(n)``, never splitting a run of equal
-    ``group`` ids (sorted ``(n,)``); one range when ``chunk`` is None or ≥ ``n``."""
-    if chunk is None or n <= chunk:
-        return [(0, n)]
-    targets = torch.arange(chunk, n, chunk)
+    """``[lo, hi)`` ranges covering ``range(n)``, each with at most ``chunk`` windows: runs of equal ``group`` ids
+    (sorted ``(n,)``; one window per run, as :meth:`FineStage.forward` reads them), or single items without
+    ``group``; never splitting a run. One range when ``chunk`` is None or the windows fit in one."""
     if group is None:
-        cuts = targets.tolist()
+        starts = torch.arange(n)
     else:
-        starts = (torch.nonzero(group[1:] != group[:-1])[:, 0] + 1).cpu()  # first index of each later run
-        at = torch.searchsorted(starts, targets)
-        cuts = starts[at[at < len(starts)]].unique().tolist()
-    edges = [0, *cuts, n]
+        later = (torch.nonzero(group[1:] != group[:-1])[:, 0] + 1).cpu()  # first index of each later run
+        starts = torch.cat([torch.zeros(1, dtype=later.dtype), later])
+    if chunk is None or len(starts) <= chunk:
+        return [(0, n)]
+    edges = [0, *starts[chunk::chunk].tolist(), n]
     return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]

@@ -25,7 +25,7 @@ from .subpixel import polish_matches
 from .strips import paste_rows, strip_ranges
 
 
-FINE_CHUNK = 4096  # queries matched at a time at inference (their windows, not the whole set, are in memory)
+FINE_CHUNK = 1024  # windows (coarse matches) fine-matched at a time at inference: only theirs are in memory
 
 
 @dataclass

@@ -272,3 +272,24 @@ def test_prealigned_pass_reuses_image_0s_self_attention_exactly():
     assert len(reused["keypoints0"]) > 300
     for k in ("keypoints0", "keypoints1", "confidence"):
         np.testing.assert_array_equal(reused[k], again[k])
+
+
+def test_query_budget_bounds_the_fine_queries_not_the_precision(matcher):
+    """Past ``densify_max_queries`` only some coarse matches are densified: fewer queries, the same coarse matches,
+    and matches at least as precise on Middlebury Motorcycle (ground-truth disparity)."""
+    from imamatch import IMAMatch
+    from imamatch.eval.suite import stereo_errors
+
+    left, right, disp = data.stereo_motorcycle()
+    budget = matcher.match(left, right)
+    full = IMAMatch.from_pretrained(densify_max_queries=None).match(left, right)
+    assert matcher.conf.densify_max_queries == 4000
+    assert budget["num_queries"] <= 4000 < full["num_queries"]
+    assert budget["num_coarse"] == full["num_coarse"]
+    assert len(full["keypoints0"]) > len(budget["keypoints0"]) > 1500
+
+    def within_1px(out):
+        e = stereo_errors(out["keypoints0"], out["keypoints1"], disp)
+        return np.mean(e[np.isfinite(e)] < 1)
+
+    assert within_1px(budget) >= within_1px(full) - 0.01
