@@ -1,7 +1,8 @@
 """Time per pair, side by side: imamatch (shipped weights and any others given) against ALIKED+LightGlue and SIFT
 on every pair of the shared-data benchmark, interleaved and repeated so that the machine's drift hits all alike.
 
-    python benchmarks/speed.py [--data ../shared/data] [--weights A.safetensors B.safetensors] [--repeats 3]
+    python benchmarks/speed.py [--data ../shared/data] [--weights A.safetensors B.safetensors]
+        [--set "KEY=VALUE,..."] [--repeats 3]
 
 For each pair, each method is run ``--repeats`` times, the methods taking turns in a rotating order; a method's
 time for the pair is the median of its runs, its s/pair the mean of those over the pairs. The ratios are to
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench_shared import LONG_SIDE, imamatch_method, sift_method, warm_up
+from bench_shared import LONG_SIDE, imamatch_method, parse_settings, sift_method, warm_up
 from imamatch import IMAMatch
 from imamatch.eval.suite import benchmark_pairs
 
@@ -33,6 +34,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "speed.md")
     ap.add_argument("--weights", nargs="*", default=[], help="more imamatch weights files to time")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE,...",
+                    help="also time imamatch (shipped weights) with these MatcherConfig settings (repeatable)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -44,6 +47,8 @@ def main() -> None:
 
     methods = {"imamatch (shipped)": imamatch_method(IMAMatch.from_pretrained())}
     methods.update({f"imamatch ({Path(w).name})": imamatch_method(IMAMatch(weights=w)) for w in a.weights})
+    methods.update({f"imamatch ({spec})": imamatch_method(IMAMatch.from_pretrained(**parse_settings(spec)))
+                    for spec in a.set})
     methods[REFERENCE] = peer_factories(LONG_SIDE)[REFERENCE]()
     methods["SIFT + ratio + MNN"] = sift_method()
     for m in methods.values():
