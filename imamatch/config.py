@@ -33,8 +33,8 @@ class MatcherConfig:
     densify: str = "all"              # "none", "band" (the release's rule) or "all" (measured best, README)
     densify_band: tuple[float, float] = (0.2, 0.6)
     densify_points: int = 4           # 1, 4, 9 or 16 fine queries per densified cell
-    densify_max_queries: int | None = 4000  # inference: expand only an evenly spread subset when the expansion
-                                      # would give more fine queries than this (None: no limit)
+    densify_max_queries: int | None = 4000  # expand only an evenly spread subset when the expansion would give
+                                      # more fine queries than this (None: no limit)
     # fine matching (half-res pixels)
     fine_window: int = 7
     fine_bound: float = 3.0

@@ -215,8 +215,8 @@ class FineMatcher(nn.Module):
                 refine_consistent_only: bool = False) -> FineResult:
         """Fine features ``(B, C, H/2, W/2)``, queries ``(N, 2)`` in image 0 and reference centres ``(N, 2)`` in
         image 1 (half-res px); ``group``: see :meth:`FineStage.forward`. ``chunk``: match the queries of at most
-        that many windows at a time (:func:`chunk_bounds`; same result, bounded memory). ``refine_consistent_only``: the
-        refinement stages skip the queries that fail the consistency check (inference, when those are dropped:
+        that many windows at a time (:func:`chunk_bounds`; same result, bounded memory). ``refine_consistent_only``:
+        the refinement stages skip the queries that fail the consistency check (inference, when those are dropped:
         their ``match1`` is then the stage-1 position and their refinement offsets zero)."""
         s0, s1 = WindowSource.of(f0), WindowSource.of(f1)  # shared by all stages and chunks
         parts = [self._match(s0, s1, b[lo:hi], query0[lo:hi], ref1[lo:hi], None if group is None else group[lo:hi],

@@ -296,8 +296,8 @@ class IMAMatchNet(nn.Module):
     def queries(self, enc: Encoded, matches: CoarseMatches) -> FineQueries:
         c = self.conf
         dense = densify_mask(matches.confidence, c.densify, tuple(c.densify_band), c.densify_points,
-                             c.densify_max_queries if not self.training else None, matches.i0)
-        return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, self.conf.densify_points)
+                             c.densify_max_queries, matches.i0)
+        return make_queries(matches, enc.grid0[1], enc.grid1[1], dense, c.densify_points)
 
     def refine(self, enc: Encoded, q: FineQueries) -> FineResult:
         inference = not torch.is_grad_enabled()
