@@ -151,7 +151,12 @@ class AttentionLayer(nn.Module):
 
 
 class CoarseTransformer(nn.Module):
-    """``n_blocks`` × (self, cross) on a pair of 1/8 maps. Cross layers share weights in both directions."""
+    """``n_blocks`` × (self, cross) on a pair of 1/8 maps. Cross layers share weights in both directions.
+
+    ``compute_dtype`` bfloat16 (``MatcherConfig.attention_bf16``): the layers run in bfloat16, inputs and
+    parameters cast on the way in (differentiably), outputs cast back to the inputs' dtype."""
+
+    compute_dtype: torch.dtype = torch.float32
 
     def __init__(self, dim: int, heads: int, n_blocks: int, scales: tuple[int, ...], power: float,
                  separable: bool, ffn_ratio: int = 2) -> None:
@@ -166,27 +171,38 @@ class CoarseTransformer(nn.Module):
         """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None.
         ``self0``: :meth:`first_self` of ``f0`` and ``m0`` if already computed (it depends on image 0 alone)."""
         joint = self.training and f0.shape == f1.shape and self0 is None  # both images in one batch
+        dtype = f0.dtype
+        f0, f1 = f0.to(self.compute_dtype), f1.to(self.compute_dtype)
         for k, (self_layer, cross_layer) in enumerate(zip(self.self_layers, self.cross_layers)):
             if joint:
                 m = None if m0 is None else torch.cat([m0, m1])
                 f = torch.cat([f0, f1])
-                f0, f1 = self_layer(f, f, m).chunk(2)
+                f0, f1 = self._run(self_layer, f, f, m).chunk(2)
             else:  # inference: one image at a time
-                f0 = self0 if k == 0 and self0 is not None else self_layer(f0, f0, m0)
-                f1 = self_layer(f1, f1, m1)
+                f0 = self0.to(f0.dtype) if k == 0 and self0 is not None else self._run(self_layer, f0, f0, m0)
+                f1 = self._run(self_layer, f1, f1, m1)
             f0, f1 = self._cross(cross_layer, f0, f1, m0, m1, joint)
-        return f0, f1
+        return f0.to(dtype), f1.to(dtype)
 
     def first_self(self, f0: torch.Tensor, m0: torch.Tensor | None = None) -> torch.Tensor:
         """The first self-attention layer on one image ``(B, C, H, W)`` (mask ``(B, H, W)``): what
         :meth:`forward` can reuse for an image matched again."""
-        return self.self_layers[0](f0, f0, m0)
+        x = f0.to(self.compute_dtype)
+        return self._run(self.self_layers[0], x, x, m0).to(f0.dtype)
 
     @staticmethod
-    def _cross(layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
+    def _run(layer: AttentionLayer, target: torch.Tensor, source: torch.Tensor,
+             mask: torch.Tensor | None) -> torch.Tensor:
+        """``layer(target, source, mask)`` with its parameters in the inputs' dtype."""
+        if target.dtype == layer.q.weight.dtype:
+            return layer(target, source, mask)
+        params = {n: p.to(target.dtype) for n, p in layer.named_parameters()}
+        return torch.func.functional_call(layer, params, (target, source, mask))
+
+    def _cross(self, layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
                m1: torch.Tensor | None, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if joint:
             m = None if m0 is None else torch.cat([m1, m0])
-            out = layer(torch.cat([f0, f1]), torch.cat([f1, f0]), m)
+            out = self._run(layer, torch.cat([f0, f1]), torch.cat([f1, f0]), m)
             return out.chunk(2)
-        return layer(f0, f1, m1), layer(f1, f0, m0)
+        return self._run(layer, f0, f1, m1), self._run(layer, f1, f0, m0)

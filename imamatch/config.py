@@ -67,6 +67,8 @@ class MatcherConfig:
     prealign_coarse_below: float | None = 0.15
     # inference memory
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
+    attention_bf16: bool = False      # the attention layers in bfloat16 where the CPU multiplies it natively
+                                      # (AVX512-BF16 / AMX; elsewhere float32): faster, features within ~5e-3
     coarse_integer: bool = True       # CPU inference: coarse similarity from exact int8 products of 16-bit splits
                                       # (~1.7× faster than float32; logits within ~3e-5 of their size)
     # input

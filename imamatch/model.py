@@ -21,6 +21,7 @@ from .densify import FineQueries, cell_centres, densify_mask, make_queries
 from .fine import FineMatcher, FineResult
 from .layout import GELU
 from .neighbourhood import local_affine, neighbourhood_residual
+from .runtime import native_bf16
 from .subpixel import polish_matches
 from .strips import paste_rows, strip_ranges
 
@@ -206,6 +207,8 @@ class IMAMatchNet(nn.Module):
         # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
         for mod in (self.backbone, self.top_down):
             mod.store_dtype = torch.float16 if conf.store_fp16 else torch.float32
+        if conf.attention_bf16 and native_bf16():
+            self.transformer.compute_dtype = torch.bfloat16
         self.fine = FineMatcher(conf.fine_dim, conf.fine_window, conf.fine_bound,
                                 conf.refine_window, conf.refine_bound, conf.refine_iters,
                                 conf.consistency_radius, conf.consistency_min_prob)

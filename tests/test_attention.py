@@ -94,3 +94,41 @@ def test_ffn_ratio_sets_the_hidden_width():
         torch.testing.assert_close(layer(x, x, None), x)  # still the identity at initialisation
     t = CoarseTransformer(16, 2, 1, (1,), 3.0, True, ffn_ratio=1)
     assert all(layer.ffn[1].out_channels == 16 for layer in [*t.self_layers, *t.cross_layers])
+
+
+def test_bfloat16_layers_stay_close_to_float32_and_train_float32_weights():
+    """``compute_dtype`` bfloat16 (MatcherConfig.attention_bf16): same result up to bfloat16 rounding, float32
+    out, self-attention output reusable across passes, gradients reach the float32 parameters."""
+    torch.manual_seed(0)
+    t = CoarseTransformer(dim=32, heads=4, n_blocks=1, scales=(1,), power=3.0, separable=True).eval()
+    for p in t.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    f0, f1 = torch.randn(1, 32, 8, 12), torch.randn(1, 32, 6, 10)
+    with torch.no_grad():
+        ref = t(f0, f1)
+        t.compute_dtype = torch.bfloat16
+        low = t(f0, f1)
+        again = t(f0, f1, self0=t.first_self(f0))
+    for r, x, y in zip(ref, low, again):
+        assert x.dtype == torch.float32
+        err = float((x - r).norm() / r.norm())
+        assert 0 < err < 3e-2
+        torch.testing.assert_close(y, x)
+    assert all(p.dtype == torch.float32 for p in t.parameters())
+    t.train()
+    out = t(f0, f1)
+    sum(o.square().sum() for o in out).backward()
+    grad = t.cross_layers[0].q.weight.grad
+    assert grad is not None and grad.dtype == torch.float32 and grad.abs().sum() > 0
+
+
+def test_matcher_runs_attention_in_bfloat16_only_where_asked_and_native(monkeypatch):
+    from imamatch.config import PRESETS
+    from imamatch.model import IMAMatchNet
+    from imamatch.runtime import native_bf16
+
+    assert IMAMatchNet(PRESETS["fast"]).transformer.compute_dtype == torch.float32  # the default
+    asked = PRESETS["fast"].replace(attention_bf16=True)
+    assert IMAMatchNet(asked).transformer.compute_dtype == (torch.bfloat16 if native_bf16() else torch.float32)
+    monkeypatch.setenv("IMAMATCH_BF16", "0")
+    assert not native_bf16() and IMAMatchNet(asked).transformer.compute_dtype == torch.float32
