@@ -135,13 +135,14 @@ COLUMNS = [
 ]
 
 
-def table(results: dict[str, dict[str, float]]) -> str:
-    head = "| method | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    sep = "|---" * (len(COLUMNS) + 1) + "|"
+def table(results: dict[str, dict[str, float]], columns: list[tuple[str, str, float]] = COLUMNS) -> str:
+    """Markdown table of ``results`` (row name → metrics) over ``columns`` (key, heading, scale)."""
+    head = "| method | " + " | ".join(c[1] for c in columns) + " |"
+    sep = "|---" * (len(columns) + 1) + "|"
     rows = []
     for name, r in results.items():
         cells = []
-        for key, _, scale in COLUMNS:
+        for key, _, scale in columns:
             v = r.get(key)
             cells.append("–" if v is None else (f"{v * scale:.1f}" if scale != 1 or key.endswith(("err",)) else
                                                  (f"{v:.0f}" if key.endswith(("_n", "mib")) else f"{v:.2f}")))
