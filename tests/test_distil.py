@@ -111,3 +111,40 @@ def test_matching_projection_keeps_the_similarity_and_the_matches(tmp_path):
         ok = np.isfinite(d)
         err = np.hypot(k1[ok, 0] - (k0[ok, 0] - d[ok]), k1[ok, 1] - k0[ok, 1])
         assert len(k0) > 4000 and np.mean(err < 3) > 0.93, (path, len(k0), np.mean(err < 3))
+
+
+def test_attention_loss_is_zero_for_the_teacher_itself_and_positive_for_another(tmp_path):
+    from imamatch.train.distil import attention_loss
+
+    teacher, _ = _teacher(tmp_path)
+    teacher.eval()
+    rng = np.random.default_rng(3)
+    a, b = (torch.from_numpy(rng.random((2, 1, 64, 64), dtype=np.float32)) for _ in range(2))
+    torch.manual_seed(5)
+    other = IMAMatchNet(teacher.conf.replace(dim=32, heads=2))
+    with torch.no_grad():
+        assert float(attention_loss(teacher, teacher, a, b)) == pytest.approx(0.0, abs=1e-5)
+        assert float(attention_loss(teacher, other, a, b)) > 0.1
+
+
+def test_distilled_attention_is_narrower_learns_the_teacher_and_keeps_the_rest(tmp_path):
+    from imamatch.train.distil import distil_attention
+
+    torch.manual_seed(1)
+    c = MatcherConfig(**SMALL)
+    teacher = IMAMatchNet(c)
+    with torch.no_grad():  # attention layers that do something (they start as the identity)
+        for p in teacher.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / "teacher.safetensors"
+    save_weights(teacher, c, path)
+    r = distil_attention(_photos(tmp_path / "photos"), path, tmp_path / "att32.safetensors", dim=32, heads=2,
+                         steps=40, batch=2, size=64, init_pairs=4, progress=False)
+    assert r.error_after < 0.7 * r.error_before, r
+    tensors, stored, meta = read_weights(r.path)
+    assert (stored.dim, stored.heads) == (32, 2) and "attention 128 -> 32" in meta["note"]
+    assert tensors["coarse_in.weight"].shape[0] == 32 and tensors["top_down.top.weight"].shape[1] == 32
+    m = _rest_kept_and_matching(r.path, teacher, ("coarse_in.", "transformer.", "top_down.top."))
+    assert m.conf.dim == 32
+    with pytest.raises(ValueError, match="divisible by heads"):
+        distil_attention(tmp_path / "photos", path, tmp_path / "x.safetensors", dim=30, heads=4, steps=1)

@@ -20,6 +20,28 @@ def test_shipped_weights_load_and_record_their_config():
     assert SHIPPED.stat().st_size < 30e6
 
 
+def test_both_shipped_weights_match_the_same_stereo_pair():
+    """'fast' (64-channel attention) and 'accurate' (128) load by name with their own widths and both find
+    thousands of matches on Middlebury Motorcycle, most within 3 px of the ground-truth disparity."""
+    import numpy as np
+    from skimage import data
+
+    left, right, disp = data.stereo_motorcycle()
+    widths = {}
+    for name in ("fast", "accurate"):
+        m = IMAMatch.from_pretrained(name)
+        widths[name] = m.conf.dim
+        out = m.match(left, right)
+        k0, k1 = out["keypoints0"], out["keypoints1"]
+        d = disp[np.round(k0[:, 1]).astype(int), np.round(k0[:, 0]).astype(int)]
+        ok = np.isfinite(d)
+        err = np.hypot(k1[ok, 0] - (k0[ok, 0] - d[ok]), k1[ok, 1] - k0[ok, 1])
+        assert len(k0) > 1000 and np.mean(err < 3) > 0.93, (name, len(k0), np.mean(err < 3))
+    assert widths == {"fast": 64, "accurate": 128}
+    with pytest.raises(WeightsError, match="accurate"):
+        IMAMatch.from_pretrained("tiny")
+
+
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "missing"])
 def test_broken_files(tmp_path, kind):
     p = tmp_path / "w.safetensors"

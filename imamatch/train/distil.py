@@ -1,11 +1,15 @@
-"""Distil parts of the backbone into cheaper stand-ins, on random crops of photos with photometric augmentation
-(squared errors relative to the targets' variance); every other tensor is the teacher's, and the result can match
+"""Distil parts of the network into cheaper stand-ins, on random crops (or synthetic pairs) of photos with
+photometric augmentation (squared errors relative to the targets' variance, or divergences of the coarse
+assignment); every other tensor is the teacher's, and the result can match
 as it is or start ``imamatch train --init FILE``.
 
 * :func:`distil_stem`: the full-resolution first block into the space-to-depth stem (``stem="s2d"``,
   :class:`imamatch.backbone.SpaceToDepthStem`): block 1 average-pooled to 1/2, and what block 2 makes of it.
 * :func:`distil_mid`: blocks 2 and 3 (the latter deformable) into :class:`imamatch.backbone.LiteBlock2` and
   :class:`imamatch.backbone.PlainBlock3` (``mid="lite"``): their outputs and the projections made of them.
+* :func:`distil_attention`: the attention into a narrower one (``dim``, ``heads``), on synthetic homography pairs:
+  the coarse assignment and the fine path's view of the attended map.
+* :func:`match_projection`: a lower-dimensional projection for coarse matching (``match_dim``), no training.
 """
 
 from __future__ import annotations
@@ -162,24 +166,32 @@ def _train(student: nn.Module, loss_fn, photos: str | Path, steps: int, batch: i
            seed: int, progress: bool, desc: str) -> tuple[float, float]:
     """Adam with a cosine schedule on ``loss_fn(crops)``; the held-out loss before and after."""
     rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
     images = load_photos(photos)
     held_out = random_crops(images, 32, crop, np.random.default_rng(seed + 1))
     with torch.no_grad():
         before = float(loss_fn(held_out))
+    _optimise(student.parameters(), lambda: loss_fn(random_crops(images, batch, crop, rng)), steps, lr, 0, desc,
+              progress)
+    with torch.no_grad():
+        after = float(loss_fn(held_out))
+    return before, after
+
+
+def _optimise(params, step_loss, steps: int, lr: float, warmup: int, desc: str, progress: bool) -> None:
+    """Adam on ``step_loss()`` (a fresh batch each call) for ``steps`` steps: linear warm-up over ``warmup``
+    steps, then a cosine schedule."""
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * i / steps)))
     bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
-        loss = loss_fn(random_crops(images, batch, crop, rng))
+        loss = step_loss()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == steps - 1:
+        if step % 50 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    with torch.no_grad():
-        after = float(loss_fn(held_out))
-    return before, after
 
 
 def _write(tensors: dict[str, torch.Tensor], conf: MatcherConfig, parts: dict[str, nn.Module], out: str | Path,
@@ -244,3 +256,87 @@ def match_projection(photos: str | Path, teacher_path: str | Path, out: str | Pa
     return _write({**tensors, "match_proj.weight": proj}, new_conf, {}, out,
                   f"coarse matching projection to {dim} channels (second-moment eigenvectors, {pairs} pairs)",
                   before, after)
+
+
+def _attended(net: IMAMatchNet, o0, o1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net``'s attended 1/8 maps ``(B, C, h, w)`` from backbone outputs ``o0``, ``o1`` (no masks)."""
+    c0, c1 = (net.coarse_in(F.normalize(o.coarse, dim=1)) for o in (o0, o1))
+    return net.transformer(c0, c1)
+
+
+def attention_loss(teacher: IMAMatchNet, student: IMAMatchNet, img0: torch.Tensor,
+                   img1: torch.Tensor) -> torch.Tensor:
+    """What the student's attention must reproduce of the teacher's, on pairs ``img0/1`` ``(B, 1, S, S)``: the
+    coarse assignment (KL divergence of the row and the column softmaxes of the similarity, mean per token) and
+    the fine path's view of the attended map (``top_down.top``, relative squared error)."""
+    with torch.no_grad():
+        o0, o1 = teacher.backbone(img0), teacher.backbone(img1)
+        t0, t1 = _attended(teacher, o0, o1)
+        top_t = [teacher.top_down.top(t) for t in (t0, t1)]
+        lt = torch.einsum("bcl,bcs->bls", t0.flatten(2), t1.flatten(2)) / (t0.shape[1] * teacher.conf.temperature)
+    s0, s1 = _attended(student, o0, o1)
+    ls = torch.einsum("bcl,bcs->bls", s0.flatten(2), s1.flatten(2)) / (s0.shape[1] * student.conf.temperature)
+    kl = 0.0
+    for dim in (1, 2):
+        p = torch.log_softmax(lt, dim)
+        kl = kl + (p.exp() * (p - torch.log_softmax(ls, dim))).sum(dim).mean()
+    fine = sum(_relative(student.top_down.top(s), t) for s, t in zip((s0, s1), top_t))
+    return kl + fine
+
+
+def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Path, dim: int = 64, heads: int = 2,
+                     steps: int = 3000, batch: int = 4, size: int = 320, lr: float = 1e-3, seed: int = 0,
+                     init_pairs: int = 32, progress: bool = True) -> DistilResult:
+    """A narrower attention (``dim`` channels, ``heads`` heads) distilled from the network in ``teacher_path``
+    on synthetic homography pairs of ``photos`` (:func:`attention_loss`); backbone, fine path and fine
+    matching stay the teacher's. ``coarse_in`` and ``top_down.top`` start from the leading eigenvectors of the
+    teacher's attended features (so the student starts as their projection), the attention layers as the
+    identity. Writes the network (``dim``, ``heads`` changed) to ``out``."""
+    tensors, conf, _ = _teacher(teacher_path)
+    if not 0 < dim < conf.dim or dim % heads:
+        raise ValueError(f"dim must be in 1..{conf.dim - 1} and divisible by heads, got dim={dim}, heads={heads}")
+    teacher = IMAMatchNet(conf).eval()
+    teacher.load_state_dict({k: v.float() for k, v in tensors.items()})
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(seed)
+    new_conf = conf.replace(dim=dim, heads=heads)
+    student = IMAMatchNet(new_conf)
+    images = load_gray_photos([photos])
+    rng = np.random.default_rng(seed)
+    cfg = WarpConfig(size=size)
+
+    def pairs(n: int, gen: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        got = [make_pair(gen, images[gen.integers(len(images))], cfg)[:2] for _ in range(n)]
+        return tuple(torch.from_numpy(np.stack([g[i] for g in got]))[:, None] for i in (0, 1))
+
+    with torch.no_grad():  # eigenvectors of the attended features: the student's start is their projection
+        x0, x1 = pairs(init_pairs, np.random.default_rng(seed + 2))
+        moment = 0
+        for k in range(0, init_pairs, 4):
+            t0, t1 = _attended(teacher, teacher.backbone(x0[k:k + 4]), teacher.backbone(x1[k:k + 4]))
+            f = torch.cat([t0, t1]).flatten(2).transpose(1, 2).reshape(-1, conf.dim).double()
+            moment = moment + f.T @ f
+        vecs = torch.linalg.eigh(moment).eigenvectors.flip(1)[:, :dim].float()       # C × dim, leading first
+        s = math.sqrt(dim / conf.dim)  # keeps the similarity's scale (it is divided by the width)
+        student.coarse_in.weight.copy_(s * (vecs.T @ teacher.coarse_in.weight[:, :, 0, 0])[:, :, None, None])
+        student.coarse_in.bias.copy_(s * vecs.T @ teacher.coarse_in.bias)
+        student.top_down.top.weight.copy_((teacher.top_down.top.weight[:, :, 0, 0] @ vecs / s)[:, :, None, None])
+        student.top_down.top.bias.copy_(teacher.top_down.top.bias)
+    student.backbone = teacher.backbone  # shared, frozen
+    parts = nn.ModuleDict({"coarse_in": student.coarse_in, "transformer": student.transformer,
+                           "top": student.top_down.top})
+    held = pairs(16, np.random.default_rng(seed + 1))
+    loss_fn = lambda a, b: attention_loss(teacher, student, a, b)  # noqa: E731
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return sum(float(loss_fn(held[0][k:k + 4], held[1][k:k + 4])) for k in range(0, 16, 4)) / 4
+
+    before = held_out()
+    _optimise(parts.parameters(), lambda: loss_fn(*pairs(batch, rng)), steps, lr, 100, "distil attention", progress)
+    after = held_out()
+    note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, distilled from {Path(teacher_path).name}: "
+            f"{steps} steps")
+    return _write(tensors, new_conf, {"coarse_in": student.coarse_in, "transformer": student.transformer,
+                                      "top_down.top": student.top_down.top}, out, note, before, after)
