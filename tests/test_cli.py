@@ -34,6 +34,12 @@ def test_demo_writes_picture_and_matches(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
 
 
+def test_demo_with_the_accurate_weights_by_name(tmp_path):
+    r = run("demo", "--weights", "accurate", "--out", str(tmp_path / "demo.png"), "--save", str(tmp_path / "m.npz"))
+    assert r.returncode == 0, r.stderr
+    assert len(np.load(tmp_path / "m.npz")["keypoints0"]) > 1000 and "within 3 px" in r.stdout
+
+
 def test_pose_command_prints_rotation(shared):
     import json
 
