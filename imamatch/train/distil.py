@@ -154,12 +154,14 @@ def _teacher(path: str | Path) -> tuple[dict[str, torch.Tensor], MatcherConfig, 
     tensors, conf, _ = read_weights(path)
     if conf is None or conf.backbone != "aliked":
         raise ValueError(f"{path}: the teacher must be an imamatch network with the 'aliked' backbone")
-    net = IMAMatchNet(conf)
+    return tensors, conf, _frozen(tensors, conf).backbone
+
+
+def _frozen(tensors: dict[str, torch.Tensor], conf: MatcherConfig) -> IMAMatchNet:
+    """The network of ``conf`` with ``tensors``, in inference mode, without gradients."""
+    net = IMAMatchNet(conf).eval()
     net.load_state_dict({k: v.float() for k, v in tensors.items()})
-    teacher = net.backbone.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return tensors, conf, teacher
+    return net.requires_grad_(False)
 
 
 def _train(student: nn.Module, loss_fn, photos: str | Path, steps: int, batch: int, crop: int, lr: float,
@@ -222,8 +224,7 @@ def match_projection(photos: str | Path, teacher_path: str | Path, out: str | Pa
         raise ValueError(f"{teacher_path} already has a matching projection (match_dim={conf.match_dim})")
     if not 0 < dim < conf.dim:
         raise ValueError(f"dim must be in 1..{conf.dim - 1}, got {dim}")
-    net = IMAMatchNet(conf).eval()
-    net.load_state_dict({k: v.float() for k, v in tensors.items()})
+    net = _frozen(tensors, conf)
     images = load_gray_photos([photos])
     rng = np.random.default_rng(seed)
     cfg = WarpConfig(size=size)
@@ -285,7 +286,7 @@ def attention_loss(teacher: IMAMatchNet, student: IMAMatchNet, img0: torch.Tenso
 
 
 def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Path, dim: int = 64, heads: int = 2,
-                     steps: int = 3000, batch: int = 4, size: int = 320, lr: float = 1e-3, seed: int = 0,
+                     steps: int = 1800, batch: int = 4, size: int = 320, lr: float = 1e-3, seed: int = 0,
                      init_pairs: int = 32, progress: bool = True) -> DistilResult:
     """A narrower attention (``dim`` channels, ``heads`` heads) distilled from the network in ``teacher_path``
     on synthetic homography pairs of ``photos`` (:func:`attention_loss`); backbone, fine path and fine
@@ -295,10 +296,7 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
     tensors, conf, _ = _teacher(teacher_path)
     if not 0 < dim < conf.dim or dim % heads:
         raise ValueError(f"dim must be in 1..{conf.dim - 1} and divisible by heads, got dim={dim}, heads={heads}")
-    teacher = IMAMatchNet(conf).eval()
-    teacher.load_state_dict({k: v.float() for k, v in tensors.items()})
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = _frozen(tensors, conf)
     torch.manual_seed(seed)
     new_conf = conf.replace(dim=dim, heads=heads)
     student = IMAMatchNet(new_conf)
@@ -324,8 +322,7 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
         student.top_down.top.weight.copy_((teacher.top_down.top.weight[:, :, 0, 0] @ vecs / s)[:, :, None, None])
         student.top_down.top.bias.copy_(teacher.top_down.top.bias)
     student.backbone = teacher.backbone  # shared, frozen
-    parts = nn.ModuleDict({"coarse_in": student.coarse_in, "transformer": student.transformer,
-                           "top": student.top_down.top})
+    parts = {"coarse_in": student.coarse_in, "transformer": student.transformer, "top_down.top": student.top_down.top}
     held = pairs(16, np.random.default_rng(seed + 1))
     loss_fn = lambda a, b: attention_loss(teacher, student, a, b)  # noqa: E731
 
@@ -334,9 +331,8 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
             return sum(float(loss_fn(held[0][k:k + 4], held[1][k:k + 4])) for k in range(0, 16, 4)) / 4
 
     before = held_out()
-    _optimise(parts.parameters(), lambda: loss_fn(*pairs(batch, rng)), steps, lr, 100, "distil attention", progress)
+    _optimise([p for m in parts.values() for p in m.parameters()], lambda: loss_fn(*pairs(batch, rng)), steps, lr, 100, "distil attention", progress)
     after = held_out()
     note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, distilled from {Path(teacher_path).name}: "
             f"{steps} steps")
-    return _write(tensors, new_conf, {"coarse_in": student.coarse_in, "transformer": student.transformer,
-                                      "top_down.top": student.top_down.top}, out, note, before, after)
+    return _write(tensors, new_conf, parts, out, note, before, after)
