@@ -331,7 +331,8 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
             return sum(float(loss_fn(held[0][k:k + 4], held[1][k:k + 4])) for k in range(0, 16, 4)) / 4
 
     before = held_out()
-    _optimise([p for m in parts.values() for p in m.parameters()], lambda: loss_fn(*pairs(batch, rng)), steps, lr, 100, "distil attention", progress)
+    _optimise([p for m in parts.values() for p in m.parameters()], lambda: loss_fn(*pairs(batch, rng)), steps, lr,
+              100, "distil attention", progress)
     after = held_out()
     note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, distilled from {Path(teacher_path).name}: "
             f"{steps} steps")
