@@ -69,8 +69,9 @@ class MatcherConfig:
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     attention_bf16: bool = False      # the attention layers in bfloat16 where the CPU multiplies it natively
                                       # (AVX512-BF16 / AMX; elsewhere float32): faster, features within ~5e-3
-    coarse_integer: bool = True       # CPU inference: coarse similarity from exact int8 products of 16-bit splits
-                                      # (~1.7× faster than float32; logits within ~3e-5 of their size)
+    coarse_integer: bool = True       # CPU inference: coarse similarity from int8 matrix products
+    coarse_bits: int = 8              # 8: one product (~1.6× faster than float32, confidences within ~0.05);
+                                      # 16: exact products of 16-bit splits (logits within ~3e-5 of their size)
     # input
     resize: int | None = 640          # long side the images are resized to (None: keep)
     max_matches: int | None = None    # keep the most confident ones

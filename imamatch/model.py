@@ -293,7 +293,7 @@ class IMAMatchNet(nn.Module):
         if enc.conf is not None:
             return select_matches(enc.conf, c.coarse_threshold, c.border, enc.grid0, enc.grid1)
         m = mutual_matches(enc.coarse0, enc.coarse1, c.temperature, c.coarse_threshold, enc.mask0, enc.mask1,
-                           integer=c.coarse_integer)
+                           integer=c.coarse_integer, bits=c.coarse_bits)
         return drop_border(m, c.border, enc.grid0, enc.grid1)
 
     def queries(self, enc: Encoded, matches: CoarseMatches) -> FineQueries:

@@ -70,7 +70,7 @@ def test_mutual_nearest_neighbours_match_brute_force():
 
 
 @pytest.mark.parametrize("integer", [False, True])
-def test_blocked_mutual_matches_equal_the_two_step_path(integer: bool):
+def test_blocked_mutual_matches_equal_the_two_step_path(integer: bool):  # integer: the 16-bit products
     from imamatch.coarse import mutual_matches
 
     g = torch.Generator().manual_seed(4)
@@ -82,7 +82,7 @@ def test_blocked_mutual_matches_equal_the_two_step_path(integer: bool):
     for threshold in (0.05, 0.0):  # candidates of the one pass; two passes without a threshold
         with torch.no_grad():
             ref = select_matches(dual_softmax(f0, f1, 0.1, m0, m1), threshold)
-            new = mutual_matches(f0, f1, 0.1, threshold, m0, m1, block=16, integer=integer)
+            new = mutual_matches(f0, f1, 0.1, threshold, m0, m1, block=16, integer=integer, bits=16)
         key = lambda m: sorted(zip(m.b.tolist(), m.i0.tolist(), m.i1.tolist(), m.confidence.tolist()))  # noqa: E731
         a, b = key(ref), key(new)
         assert len(a) > 20 and [r[:3] for r in a] == [r[:3] for r in b]
@@ -96,7 +96,7 @@ def test_integer_similarity_is_within_its_stated_error_and_gives_the_same_matche
     g = torch.Generator().manual_seed(7)
     a = torch.randn(133, 48, generator=g) * torch.linspace(0.1, 3.0, 133)[:, None]  # rows of very different norms
     b = torch.randn(91, 48, generator=g)
-    sim = IntegerSimilarity(a, b)
+    sim = IntegerSimilarity(a, b, bits=16)
     got = torch.cat([sim.block(s, min(s + 40, 133)) for s in range(0, 133, 40)])
     exact = a.double() @ b.double().T
     bound = 3e-5 * a.norm(dim=1, keepdim=True).double() * b.norm(dim=1).double()[None] * 48 ** 0.5
@@ -108,11 +108,68 @@ def test_integer_similarity_is_within_its_stated_error_and_gives_the_same_matche
     f1 = f0[:, perm] + 0.3 * torch.randn(1, 120, 32, generator=g)
     with torch.no_grad():
         ref = mutual_matches(f0, f1, 0.1, 0.2)
-        new = mutual_matches(f0, f1, 0.1, 0.2, block=32, integer=True)
+        new = mutual_matches(f0, f1, 0.1, 0.2, block=32, integer=True, bits=16)
     assert len(ref.b) > 60
     assert ref.i0.tolist() == new.i0.tolist() and ref.i1.tolist() == new.i1.tolist()
     assert (perm[new.i1] == new.i0).float().mean() > 0.95
     torch.testing.assert_close(new.confidence, ref.confidence, rtol=1e-3, atol=1e-5)
+
+
+def test_int8_similarity_is_within_its_rounding_bound():
+    from imamatch.coarse import IntegerSimilarity
+
+    g = torch.Generator().manual_seed(8)
+    a = torch.randn(133, 48, generator=g) * torch.linspace(0.1, 3.0, 133)[:, None]
+    b = torch.randn(91, 48, generator=g)
+    sim = IntegerSimilarity(a, b, bits=8)
+    got = torch.cat([sim.block(s, min(s + 40, 133)) for s in range(0, 133, 40)]).double()
+    a, b = a.double(), b.double()
+    exact = a @ b.T
+    # each value is off by at most half a step s = max|row| / 127: |Δ(a·b)| ≤ s_a/2 Σ|b| + s_b/2 Σ|a| + C s_a s_b / 4
+    sa, sb = a.abs().amax(1, keepdim=True) / 127, b.abs().amax(1, keepdim=True).T / 127
+    bound = sa / 2 * b.abs().sum(1)[None] + sb / 2 * a.abs().sum(1, keepdim=True) + 48 * sa * sb / 4
+    err = (got - exact).abs()
+    assert (err <= bound * 1.0001 + 1e-9).all()
+    assert err.max() > 1e-3 * exact.abs().max()  # one int8 product: much coarser than the 16-bit split
+
+
+def test_int8_mutual_matches_agree_with_float32_and_survive_rows_far_under_the_bound(monkeypatch):
+    import imamatch.coarse as coarse
+
+    g = torch.Generator().manual_seed(5)
+    f0 = torch.randn(1, 300, 32, generator=g)
+    perm = torch.randperm(300, generator=g)
+    f1 = f0[:, perm] + 0.3 * torch.randn(1, 300, 32, generator=g)
+    passes = []
+    real = coarse._blocked_log_sum_exps
+    monkeypatch.setattr(coarse, "_blocked_log_sum_exps", lambda *a: passes.append(a[-1]) or real(*a))
+    f0[..., -1] = f1[..., -1] = 0
+    for far in (False, True):
+        if far:  # a long row orthogonal to every column: the Cauchy–Schwarz reference lies far above every score
+            f0[0, 7] = 0
+            f0[0, 7, -1] = 1000.0
+        passes.clear()
+        with torch.no_grad():
+            ref = coarse.mutual_matches(f0, f1, 0.1, 0.2)
+            new = coarse.mutual_matches(f0, f1, 0.1, 0.2, block=64, integer=True, bits=8)
+        fixed_reference = passes[1] is not None
+        assert fixed_reference and (len(passes) == 3) == far  # a second, running-max pass only if needed
+        assert len(ref.b) > 150
+        same = set(zip(ref.i0.tolist(), ref.i1.tolist())) & set(zip(new.i0.tolist(), new.i1.tolist()))
+        assert len(same) >= 0.97 * max(len(ref.b), len(new.b))
+        assert (perm[new.i1] == new.i0).float().mean() > 0.95
+        conf_ref = dict(zip(zip(ref.i0.tolist(), ref.i1.tolist()), ref.confidence.tolist()))
+        diff = [abs(c - conf_ref[k]) for k, c in zip(zip(new.i0.tolist(), new.i1.tolist()), new.confidence.tolist())
+                if k in same]
+        assert max(diff) < 0.06
+
+
+def test_coarse_bits_are_checked():
+    from imamatch.coarse import mutual_matches
+
+    f = torch.randn(1, 20, 8)
+    with pytest.raises(ValueError, match="bits"):
+        mutual_matches(f, f, 0.1, 0.2, integer=True, bits=4)
 
 
 def test_integer_path_falls_back_to_float_where_int8_products_are_missing(monkeypatch):
