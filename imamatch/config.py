@@ -23,6 +23,7 @@ class MatcherConfig:
     ffn_ratio: int = 2                # hidden channels of the attention layers' conv FFN, × dim
     match_dim: int | None = None      # coarse matching on a linear projection of the attended features to this width
     fine_dim: int = 64
+    fine_hidden: int | None = None    # width of the fine heads' layers (None: fine_dim)
     fine_blocks: int = 2              # depthwise-separable blocks at 1/2 resolution after the top-down merge
     pixel_stem: bool = True           # small conv stem on the raw pixels merged into the 1/2-res fine features
     # coarse matching
@@ -98,8 +99,8 @@ class MatcherConfig:
 
 
 ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "dim", "heads", "n_blocks", "scales", "focus_power",
-                       "separable_qkv", "ffn_ratio", "match_dim", "fine_dim", "fine_blocks", "pixel_stem", "fine_window",
-                       "fine_bound", "refine_window", "refine_bound", "temperature")
+                       "separable_qkv", "ffn_ratio", "match_dim", "fine_dim", "fine_hidden", "fine_blocks",
+                       "pixel_stem", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

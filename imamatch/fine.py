@@ -101,13 +101,14 @@ class FineStage(nn.Module):
     O(size² · C) here instead of a per-window transformer.
     """
 
-    def __init__(self, dim: int, size: int, bound: float) -> None:
+    def __init__(self, dim: int, size: int, bound: float, hidden: int | None = None) -> None:
         super().__init__()
         self.size, self.bound = size, bound
-        self.query = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.key = nn.Linear(dim, dim, bias=False)
-        self.regress = nn.Sequential(nn.Linear(3 * dim + size * size, 2 * dim), nn.GELU(),
-                                     nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 2))
+        h = dim if hidden is None else hidden  # the heads' width (the features' ``dim`` by default)
+        self.query = nn.Sequential(nn.Linear(dim, h), nn.GELU(), nn.Linear(h, h))
+        self.key = nn.Linear(dim, h, bias=False)
+        self.regress = nn.Sequential(nn.Linear(3 * dim + size * size, 2 * h), nn.GELU(),
+                                     nn.Linear(2 * h, h), nn.GELU(), nn.Linear(h, 2))
 
     def project(self, q: torch.Tensor) -> torch.Tensor:
         """Query features ``(N, C)`` → their projection against the window's raw features, ``(N, C)``:
@@ -194,10 +195,10 @@ class FineMatcher(nn.Module):
     """Stage 1 (window ``size``, regression + classification, consistency check) and refinement stages."""
 
     def __init__(self, dim: int, size: int, bound: float, refine_size: int, refine_bound: float,
-                 refine_iters: int, radius: float, min_prob: float) -> None:
+                 refine_iters: int, radius: float, min_prob: float, hidden: int | None = None) -> None:
         super().__init__()
-        self.stage1 = FineStage(dim, size, bound)
-        self.stage2 = FineStage(dim, refine_size, refine_bound)
+        self.stage1 = FineStage(dim, size, bound, hidden)
+        self.stage2 = FineStage(dim, refine_size, refine_bound, hidden)
         self.size, self.refine_iters = size, refine_iters
         self.radius, self.min_prob = radius, min_prob
 

@@ -211,7 +211,7 @@ class IMAMatchNet(nn.Module):
             self.transformer.compute_dtype = torch.bfloat16
         self.fine = FineMatcher(conf.fine_dim, conf.fine_window, conf.fine_bound,
                                 conf.refine_window, conf.refine_bound, conf.refine_iters,
-                                conf.consistency_radius, conf.consistency_min_prob)
+                                conf.consistency_radius, conf.consistency_min_prob, conf.fine_hidden)
 
     @property
     def size_multiple(self) -> int:

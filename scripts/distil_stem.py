@@ -1,38 +1,43 @@
 """Distil parts of the network into cheaper stand-ins (:mod:`imamatch.train.distil`): ``--part stem`` (default)
 the backbone's full-resolution first block into the space-to-depth stem (``stem="s2d"``), ``--part mid`` blocks
 2 and 3 into a depthwise block 2 and a plain (not deformable) block 3 (``mid="lite"``), ``--part attention`` the
-attention into a narrower one (``--dim``, ``--heads``; ``--crop`` is then the side of the synthetic pairs):
+attention into a narrower one (``--dim``, ``--heads``; ``--crop`` is then the side of the synthetic pairs),
+``--part fine`` the fine path (top-down maps and the heads reading them) into a narrower one (``--dim``):
 
     python scripts/distil_stem.py ../shared/data/photos --out runs/s2d/r32_6k.safetensors [--teacher FILE]
-        [--part stem|mid|attention] [--steps N] [--batch N] [--crop PX] [--lr LR] [--seed 0]
-        [--dim 64] [--heads 2]
+        [--part stem|mid|attention|fine] [--steps N] [--batch N] [--crop PX] [--lr LR] [--seed 0]
+        [--dim 64|32] [--heads 2]
 
 Defaults: stem and mid 6 000 steps of 8 crops of 192 px at lr 2e-3; attention 1 800 steps of 4 pairs of
-320 px at lr 1e-3.
+320 px at lr 1e-3; fine 1 500 steps of 4 pairs of 320 px at lr 1e-3.
 """
 
 import argparse
 from pathlib import Path
 
-from imamatch.train.distil import distil_attention, distil_mid, distil_stem
+from imamatch.train.distil import distil_attention, distil_fine, distil_mid, distil_stem
 from imamatch.weights import PACKAGE_WEIGHTS
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("photos", type=Path)
 ap.add_argument("--out", type=Path, required=True)
 ap.add_argument("--teacher", type=Path, default=PACKAGE_WEIGHTS / "imamatch-fast.safetensors")
-ap.add_argument("--part", choices=("stem", "mid", "attention"), default="stem")
+ap.add_argument("--part", choices=("stem", "mid", "attention", "fine"), default="stem")
 ap.add_argument("--steps", type=int)
 ap.add_argument("--batch", type=int)
 ap.add_argument("--crop", type=int)
 ap.add_argument("--lr", type=float)
 ap.add_argument("--seed", type=int, default=0)
-ap.add_argument("--dim", type=int, default=64, help="attention width (--part attention)")
+ap.add_argument("--dim", type=int, help="attention width (--part attention, default 64) or fine-path width "
+                "(--part fine, default 32)")
 ap.add_argument("--heads", type=int, default=2, help="attention heads (--part attention)")
 a = ap.parse_args()
 if a.part == "attention":
-    r = distil_attention(a.photos, a.teacher, a.out, dim=a.dim, heads=a.heads, steps=a.steps or 1800,
+    r = distil_attention(a.photos, a.teacher, a.out, dim=a.dim or 64, heads=a.heads, steps=a.steps or 1800,
                          batch=a.batch or 4, size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed)
+elif a.part == "fine":
+    r = distil_fine(a.photos, a.teacher, a.out, dim=a.dim or 32, steps=a.steps or 1500, batch=a.batch or 4,
+                    size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed)
 else:
     distil = distil_stem if a.part == "stem" else distil_mid
     r = distil(a.photos, a.teacher, a.out, a.steps or 6000, a.batch or 8, a.crop or 192, a.lr or 2e-3, a.seed)

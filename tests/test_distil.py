@@ -148,3 +148,50 @@ def test_distilled_attention_is_narrower_learns_the_teacher_and_keeps_the_rest(t
     assert m.conf.dim == 32
     with pytest.raises(ValueError, match="divisible by heads"):
         distil_attention(tmp_path / "photos", path, tmp_path / "x.safetensors", dim=30, heads=4, steps=1)
+
+
+def test_projected_fine_heads_match_the_teachers_on_features_in_the_subspace():
+    """Fine maps that lie in a ``d``-dim subspace, ``f = Pᵀ z``: the teacher's heads on ``f`` and the rewritten
+    student heads on ``z`` give the same offsets, heatmaps and consistency, windows past the border included."""
+    from imamatch.fine import FineMatcher
+    from imamatch.train.distil import _project_heads
+
+    torch.manual_seed(0)
+    c, d = 16, 6
+    kw = dict(size=7, bound=3.0, refine_size=3, refine_bound=1.5, refine_iters=2, radius=1.0, min_prob=0.0)
+    teacher, student = FineMatcher(c, **kw).eval(), FineMatcher(d, hidden=c, **kw).eval()
+    proj = torch.linalg.qr(torch.randn(c, d)).Q.T            # d × C, orthonormal rows
+    z0, z1 = torch.randn(1, d, 24, 24), torch.randn(1, d, 24, 24)
+    lift = lambda z: torch.einsum("dc,bdhw->bchw", proj, z)  # noqa: E731
+    with torch.no_grad():
+        _project_heads(student, teacher, proj)
+        n = 60
+        b = torch.zeros(n, dtype=torch.long)
+        q0 = torch.rand(n, 2) * 22 + 1
+        ref1 = q0 + torch.randn(n, 2)
+        rt = teacher(lift(z0), lift(z1), b, q0, ref1)
+        rs = student(z0, z1, b, q0, ref1)
+    torch.testing.assert_close(rs.heat, rt.heat, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(rs.match1, rt.match1, atol=1e-4, rtol=1e-4)
+    assert torch.equal(rs.consistent, rt.consistent)
+    assert not torch.allclose(rs.match1, ref1, atol=1e-2)  # the heads do move the matches
+
+
+def test_distilled_fine_path_is_narrower_learns_the_teacher_and_keeps_the_rest(tmp_path):
+    from imamatch.train.distil import distil_fine
+
+    torch.manual_seed(2)
+    c = MatcherConfig(**SMALL)
+    teacher = IMAMatchNet(c)
+    path = tmp_path / "teacher.safetensors"
+    save_weights(teacher, c, path)
+    r = distil_fine(_photos(tmp_path / "photos"), path, tmp_path / "fine16.safetensors", dim=16, steps=40,
+                    batch=2, size=64, init_pairs=4, progress=False)
+    assert r.error_after < 0.7 * r.error_before, r
+    tensors, stored, meta = read_weights(r.path)
+    assert (stored.fine_dim, stored.fine_hidden) == (16, 64) and "fine path 64 -> 16" in meta["note"]
+    assert tensors["fine.stage1.key.weight"].shape == (64, 16)
+    m = _rest_kept_and_matching(r.path, teacher, ("top_down.", "fine."))
+    assert m.conf.fine_dim == 16
+    with pytest.raises(ValueError, match="dim in"):
+        distil_fine(tmp_path / "photos", path, tmp_path / "x.safetensors", dim=64, steps=1)

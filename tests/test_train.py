@@ -97,3 +97,20 @@ def test_aliked_init_refuses_the_distilled_stand_ins(tmp_path):
         net = IMAMatchNet(MatcherConfig(n_blocks=1, scales=(1,), **arch))
         with pytest.raises(ValueError, match="distilled"):
             load_aliked_backbone(net, tmp_path / "aliked-n16.pth")  # refused before anything is read
+
+
+def test_train_only_the_named_parts_leaves_the_rest_bit_for_bit(tmp_path):
+    """``train_only`` ("fine." and "top_down."): those tensors change, every other one is the init's."""
+    from imamatch.api import SHIPPED
+
+    ship, _, _ = read_weights(SHIPPED["fast"])
+    cfg = TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "run"), steps=2, batch=1,
+                      size=128, ckpt_every=2, warmup=1, seed=5, init=str(SHIPPED["fast"]), lr=1e-3,
+                      train_only=("fine.", "top_down."))
+    tuned, _, _ = read_weights(train(cfg))
+    trained = [k for k in tuned if k.startswith(("fine.", "top_down."))]
+    assert trained and all(torch.equal(tuned[k].float(), ship[k].float()) for k in tuned if k not in trained)
+    assert sum(not torch.equal(tuned[k].float(), ship[k].float()) for k in trained) > len(trained) // 2
+    with pytest.raises(ValueError, match="no parameters to train"):
+        train(TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "none"), steps=1, batch=1,
+                          size=128, init=str(SHIPPED["fast"]), train_only=("nothing.",)))

@@ -9,6 +9,8 @@ as it is or start ``imamatch train --init FILE``.
   :class:`imamatch.backbone.PlainBlock3` (``mid="lite"``): their outputs and the projections made of them.
 * :func:`distil_attention`: the attention into a narrower one (``dim``, ``heads``), on synthetic homography pairs:
   the coarse assignment and the fine path's view of the attended map.
+* :func:`distil_fine`: the fine path into a narrower one (``fine_dim``), on synthetic homography pairs: the
+  top-down maps learn the teacher's projected on their leading eigenvectors, the heads are rewritten to read them.
 * :func:`match_projection`: a lower-dimensional projection for coarse matching (``match_dim``), no training.
 """
 
@@ -259,6 +261,14 @@ def match_projection(photos: str | Path, teacher_path: str | Path, out: str | Pa
                   before, after)
 
 
+def _pair_source(images: list[np.ndarray], cfg: WarpConfig):
+    """``pairs(n, gen)`` → ``n`` synthetic homography pairs of ``images``, two ``(n, 1, S, S)`` tensors."""
+    def pairs(n: int, gen: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        got = [make_pair(gen, images[gen.integers(len(images))], cfg)[:2] for _ in range(n)]
+        return tuple(torch.from_numpy(np.stack([g[i] for g in got]))[:, None] for i in (0, 1))
+    return pairs
+
+
 def _attended(net: IMAMatchNet, o0, o1) -> tuple[torch.Tensor, torch.Tensor]:
     """``net``'s attended 1/8 maps ``(B, C, h, w)`` from backbone outputs ``o0``, ``o1`` (no masks)."""
     c0, c1 = (net.coarse_in(F.normalize(o.coarse, dim=1)) for o in (o0, o1))
@@ -302,11 +312,7 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
     student = IMAMatchNet(new_conf)
     images = load_gray_photos([photos])
     rng = np.random.default_rng(seed)
-    cfg = WarpConfig(size=size)
-
-    def pairs(n: int, gen: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        got = [make_pair(gen, images[gen.integers(len(images))], cfg)[:2] for _ in range(n)]
-        return tuple(torch.from_numpy(np.stack([g[i] for g in got]))[:, None] for i in (0, 1))
+    pairs = _pair_source(images, WarpConfig(size=size))
 
     with torch.no_grad():  # eigenvectors of the attended features: the student's start is their projection
         x0, x1 = pairs(init_pairs, np.random.default_rng(seed + 2))
@@ -337,3 +343,88 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
     note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, distilled from {Path(teacher_path).name}: "
             f"{steps} steps")
     return _write(tensors, new_conf, parts, out, note, before, after)
+
+
+def _fine_maps(net: IMAMatchNet, teacher: IMAMatchNet, img0: torch.Tensor, img1: torch.Tensor,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net``'s fine maps of both images of pairs ``img0/1`` ``(B, 1, S, S)``, batched ``(2B, Cf, S/2, S/2)``, on the
+    teacher's backbone and attention (shared by both networks here), and the teacher's own (no gradient)."""
+    with torch.no_grad():
+        o0, o1 = teacher.backbone(img0), teacher.backbone(img1)
+        c = torch.cat(_attended(teacher, o0, o1))
+        skips = {k: torch.cat([o0.skips[k], o1.skips[k]]).float() for k in o0.skips}
+        images = torch.cat([img0, img1])
+        target = teacher.top_down(c, skips, images)
+    return net.top_down(c, skips, images), target
+
+
+def _project_heads(student: nn.Module, teacher: nn.Module, proj: torch.Tensor) -> None:
+    """Set the student's fine heads (features ``f' = P f``, ``proj`` = P ``(d, C)`` with orthonormal rows) to
+    compute what the teacher's do on ``f = Pᵀ f'``: the layers that read features take ``W Pᵀ`` (the key
+    rescaled for the narrower ``1/√d``); the rest is copied. Exact for features in the span of P."""
+    d, c = proj.shape
+    for name in ("stage1", "stage2"):
+        s, t = getattr(student, name), getattr(teacher, name)
+        s.load_state_dict({k: v for k, v in t.state_dict().items()
+                           if not (k.startswith("key") or k in ("query.0.weight", "regress.0.weight"))}, strict=False)
+        s.query[0].weight.copy_(t.query[0].weight @ proj.T)
+        s.key.weight.copy_(t.key.weight @ proj.T * math.sqrt(d / c))
+        w = t.regress[0].weight
+        parts = [w[:, k * c:(k + 1) * c] @ proj.T for k in range(3)]  # query, centre, attended
+        s.regress[0].weight.copy_(torch.cat(parts + [w[:, 3 * c:]], 1))
+
+
+def distil_fine(photos: str | Path, teacher_path: str | Path, out: str | Path, dim: int = 32, steps: int = 1500,
+                batch: int = 4, size: int = 320, lr: float = 1e-3, seed: int = 0, init_pairs: int = 16,
+                progress: bool = True) -> DistilResult:
+    """A narrower fine path (``fine_dim`` = ``dim``; the fine heads keep the teacher's width, ``fine_hidden``)
+    distilled from the network in ``teacher_path`` on synthetic homography pairs of ``photos``: the student's
+    top-down path learns the teacher's fine maps projected on the ``dim`` leading eigenvectors of their second
+    moment, ``P f`` (relative squared error), starting from the projection of the teacher's layers; the fine heads
+    are the teacher's, rewritten to read the projected features (:func:`_project_heads`); backbone and attention
+    stay the teacher's. Writes the network to ``out``."""
+    tensors, conf, _ = _teacher(teacher_path)
+    if conf.pixel_stem or conf.fine_blocks or not 0 < dim < conf.fine_dim:
+        raise ValueError(f"{teacher_path}: needs a fine path without pixel stem and blocks, and dim in "
+                         f"1..{conf.fine_dim - 1} (got dim={dim})")
+    teacher = _frozen(tensors, conf)
+    torch.manual_seed(seed)
+    new_conf = conf.replace(fine_dim=dim, fine_hidden=conf.fine_hidden or conf.fine_dim)
+    student = IMAMatchNet(new_conf)
+    for mod in (teacher.backbone, teacher.top_down, student.top_down):
+        mod.store_dtype = torch.float32
+    pairs = _pair_source(load_gray_photos([photos]), WarpConfig(size=size))
+    with torch.no_grad():  # leading eigenvectors of the teacher's fine maps' second moment
+        x0, x1 = pairs(init_pairs, np.random.default_rng(seed + 2))
+        feats = torch.cat([_fine_maps(teacher, teacher, x0[k:k + 4], x1[k:k + 4])[1]
+                           for k in range(0, init_pairs, 4)])
+        f = feats.permute(0, 2, 3, 1).reshape(-1, conf.fine_dim).double()
+        proj = torch.linalg.eigh(f.T @ f).eigenvectors.flip(1)[:, :dim].T.float()     # dim × C
+        td_s, td_t = student.top_down, teacher.top_down
+        td_s.top.weight.copy_((proj @ td_t.top.weight[:, :, 0, 0])[:, :, None, None])
+        td_s.top.bias.copy_(proj @ td_t.top.bias)
+        for k, lat in td_t.lateral.items():
+            td_s.lateral[k].weight.copy_((proj @ lat.weight[:, :, 0, 0])[:, :, None, None])
+            td_s.lateral[k].bias.copy_(proj @ lat.bias)
+        for block in td_s.smooth.values():  # starts as the identity (the residual)
+            nn.init.zeros_(block.body[-1].weight)
+            nn.init.zeros_(block.body[-1].bias)
+        _project_heads(student.fine, teacher.fine, proj)
+    held = pairs(8, np.random.default_rng(seed + 1))
+
+    def loss_fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out, target = _fine_maps(student, teacher, a, b)
+        return _relative(out, torch.einsum("dc,bchw->bdhw", proj, target))
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return sum(float(loss_fn(held[0][k:k + 4], held[1][k:k + 4])) for k in range(0, 8, 4)) / 2
+
+    before = held_out()
+    rng = np.random.default_rng(seed)
+    _optimise(student.top_down.parameters(), lambda: loss_fn(*pairs(batch, rng)), steps, lr, 100, "distil fine path",
+              progress)
+    after = held_out()
+    note = (f"fine path {conf.fine_dim} -> {dim} channels (heads {new_conf.fine_hidden} wide), distilled from "
+            f"{Path(teacher_path).name}: {steps} steps")
+    return _write(tensors, new_conf, {"top_down": student.top_down, "fine": student.fine}, out, note, before, after)

@@ -72,6 +72,8 @@ class TrainConfig:
     seed: int = 66
     ckpt_every: int = 100
     freeze_backbone: bool = True
+    train_only: tuple[str, ...] = ()  # train only the parameters under these name prefixes (e.g. "fine.",
+    #                                   "top_down."; empty: every parameter not frozen above)
     backbone_bn_stats: bool | None = None  # trained backbone: update its BatchNorm statistics too? None: only
     #                                        when it starts from scratch (no init / init_aliked), else keep the
     #                                        pretrained ones, which batches of 2 pairs would corrupt
@@ -313,6 +315,12 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.freeze_backbone:
         for p in net.backbone.parameters():
             p.requires_grad_(False)
+    if cfg.train_only:
+        for name, p in net.named_parameters():
+            if not name.startswith(tuple(cfg.train_only)):
+                p.requires_grad_(False)
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ValueError(f"no parameters to train (train_only={cfg.train_only}, freeze_backbone={cfg.freeze_backbone})")
     net.to(device)
     model: torch.nn.Module = _Step(net, cfg.loss)
     if world > 1:
