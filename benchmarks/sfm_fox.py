@@ -2,6 +2,7 @@
 registered images, reprojection error, track length and camera rotation errors against transforms.json.
 
     python benchmarks/sfm_fox.py [--data ../shared/data] [--out benchmarks/results/sfm_fox.md] [--window 5]
+        [--pairs sequential|exhaustive]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/imamatch_sfm_fox")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sfm_fox.md"))
     ap.add_argument("--window", type=int, default=5)
+    ap.add_argument("--pairs", choices=("sequential", "exhaustive"), default="sequential")
     ap.add_argument("--resize", type=int, default=640)
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
@@ -32,7 +34,7 @@ def main() -> None:
         sys.exit(f"fox sequence not found at {fox}")
     images = fox / "images"
     names = sfm.list_images(images)
-    pairs = sfm.select_pairs(names, "sequential", a.window)
+    pairs = sfm.select_pairs(names, a.pairs, a.window)
     t = time.time()
     sfm.match_pairs(images, pairs, a.work, workers=a.workers, resize=a.resize)
     t_match = time.time() - t
@@ -55,8 +57,9 @@ def main() -> None:
     pos = np.linalg.norm(s * np.array(c_gt) @ Ra.T + ta - np.array(c_est), axis=1) / s
     extent = np.linalg.norm(np.array(c_gt) - np.array(c_gt).mean(0), axis=1).mean()
     rows = [
-        ("images / registered", f"{res['images']} / {res['registered']}"),
-        ("pairs (sequential, window)", f"{len(pairs)} ({a.window})"),
+        ("images / registered (largest model)", f"{res['images']} / {res['registered']}"),
+        ("models (registered images each)", f"{res['models']} ({' + '.join(map(str, res['registered_per_model']))})"),
+        ("pairs", f"{len(pairs)} ({a.pairs}" + (f", window {a.window})" if a.pairs == "sequential" else ")")),
         ("3D points", f"{res['points3D']}"),
         ("mean reprojection error (px)", f"{res['mean_reprojection_error']:.3f}"),
         ("mean track length (model / merged matches)",

@@ -440,7 +440,8 @@ def _run_colmap(a: argparse.Namespace) -> int:
     res = sfm.reconstruct(a.images, a.out, a.camera_mode)
     print(f"registered {res['registered']} / {res['images']} images, {res['points3D']} points, "
           f"mean reprojection error {res['mean_reprojection_error']:.3f} px, mean track length "
-          f"{res['mean_track_length_model']:.2f} ({res['models']} model(s))")
+          f"{res['mean_track_length_model']:.2f} ({res['models']} model(s), registered images "
+          f"{' + '.join(map(str, res['registered_per_model']))})")
     print(f"model: {Path(a.out).resolve() / 'sparse'}  database: {Path(a.out).resolve() / 'database.db'}")
     return 0
 

@@ -312,4 +312,5 @@ def reconstruct(image_dir: str | Path, out_dir: str | Path, camera_mode: str = "
             "mean_reprojection_error": best.compute_mean_reprojection_error(),
             "mean_track_length_model": best.compute_mean_track_length(),
             "mean_track_length_matches": float(np.mean(tracks)) if len(tracks) else 0.0,
-            "models": len(models), "reconstruction": best}
+            "models": len(models), "reconstruction": best,
+            "registered_per_model": sorted((r.num_reg_images() for r in models.values()), reverse=True)}

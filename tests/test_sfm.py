@@ -86,6 +86,8 @@ def test_colmap_reconstruction_recovers_the_cameras(scene, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = sfm.reconstruct(root, tmp_path)  # all pairs already matched: reuses them
     assert res["registered"] >= 5
+    assert res["registered_per_model"][0] == res["registered"] and len(res["registered_per_model"]) == res["models"]
+    assert "model(s), registered images " in r.stdout  # (a second mapper run may differ from the first)
     rec = res["reconstruction"]
     R_est, c_est, R_gt, c_gt = [], [], [], []  # centres: trajectory aligned below
     for image_id in rec.reg_image_ids():
