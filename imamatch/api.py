@@ -192,6 +192,10 @@ class IMAMatch:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # H maps image 0's pixels to image 1's
         warped = cv2.warpPerspective(g1, H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         cover = cv2.warpPerspective(np.ones_like(g1), H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        front = front_mask(H, (h0, w0))
+        if front is not None:  # what lies behind the horizon maps onto image 1 mirrored: blank and masked
+            warped[~front] = 0
+            cover[~front] = 0
         again = self._match_gray(g0, warped, cover, prev.features0, self0=prev.self0)
         k1 = _transform(again.result["keypoints1"], H)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
@@ -218,21 +222,34 @@ class _Pass:
 
 
 def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int, int], threshold_px: float,
-                        min_inliers: int = 8) -> np.ndarray | None:
-    """The homography ``x1 ∝ H x0`` (3×3) that pre-aligns image 1 to image 0 for a second matching pass, or
-    None when the matches ``(N, 2)`` support none that maps image 0 (``shape0`` = (H, W)) sensibly: fewer than
-    ``min_inliers`` inliers, or the image's corners on both sides of the horizon (a fold)."""
+                        min_inliers: int = 8, min_front: float = 0.75) -> np.ndarray | None:
+    """The homography ``x1 ∝ H x0`` (3×3, scaled so that its inliers lie in front of the horizon) that
+    pre-aligns image 1 to image 0 for a second matching pass, or None when the matches ``(N, 2)`` support none
+    that maps image 0 (``shape0`` = (H, W)) sensibly: fewer than ``min_inliers`` inliers, or less than
+    ``min_front`` of image 0 in front of the horizon (the rest is masked out of the pass, :func:`front_mask`)."""
     if len(kpts0) < min_inliers:
         return None
     H, inliers = estimate_homography(kpts0, kpts1, threshold_px=threshold_px)
     if H is None or inliers.sum() < min_inliers:
         return None
+    if np.median(np.c_[kpts0[inliers], np.ones(int(inliers.sum()))] @ H[2]) < 0:
+        H = -H
     h, w = shape0
-    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1], [-0.5, h - 0.5, 1]])
-    depth = corners @ H[2]
-    if not ((depth > 0).all() or (depth < 0).all()):
+    ys, xs = np.mgrid[0.5 * h / 32:h:h / 32, 0.5 * w / 32:w:w / 32]  # a 32 × 32 sample of image 0
+    if np.mean(xs * H[2, 0] + ys * H[2, 1] + H[2, 2] > 0) < min_front:
         return None
     return H
+
+
+def front_mask(H: np.ndarray, shape0: tuple[int, int]) -> np.ndarray | None:
+    """``(H, W)`` bool: the pixels of image 0 in front of the horizon of ``H`` (those behind map onto image 1
+    mirrored, and must not be matched), or None when all of them are."""
+    h, w = shape0
+    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1], [-0.5, h - 0.5, 1]])
+    if (corners @ H[2] > 0).all():
+        return None
+    depth = np.arange(w, dtype=np.float32)[None] * H[2, 0] + np.arange(h, dtype=np.float32)[:, None] * H[2, 1]
+    return depth + H[2, 2] > 1e-3 * np.abs(H[2, 2])
 
 
 def _covered_cells(cover: np.ndarray, prep: Prepared) -> torch.Tensor:

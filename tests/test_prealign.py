@@ -31,3 +31,20 @@ def test_refuses_too_few_inliers_and_folds(points):
     fold = np.array([[1.0, 0, 0], [0, 1.0, 0], [-4e-3, 0, 1]])  # the horizon crosses image 0 at x = 250
     inside = points[:, 0] < 200
     assert prealign_homography(points[inside], _project(fold, points[inside]), (480, 640), 3.0) is None
+
+
+def test_accepts_a_horizon_that_cuts_a_corner_and_masks_what_lies_behind(points):
+    """The horizon of ``H`` crosses image 0 at x = 600 (94 % of it in front): the homography is kept (its sign
+    fixed so that the matches lie in front), and :func:`front_mask` marks exactly the columns behind."""
+    from imamatch.api import front_mask
+
+    H = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1 / 600, 0, 1]])
+    inside = points[:, 0] < 500
+    est = prealign_homography(points[inside], _project(H, points[inside]), (480, 640), 3.0)
+    assert est is not None
+    np.testing.assert_allclose(est / est[2, 2], H, atol=1e-4)
+    mask = front_mask(est, (480, 640))
+    assert mask.shape == (480, 640) and mask[:, :600].all() and not mask[:, 601:].any()
+    neg = prealign_homography(points[inside], _project(-H, points[inside]), (480, 640), 3.0)
+    assert (np.c_[points[inside], np.ones(inside.sum())] @ neg[2] > 0).all()  # same sign whatever the fit's
+    assert front_mask(np.eye(3), (480, 640)) is None  # all in front: nothing to mask
