@@ -236,9 +236,15 @@ def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int,
         H = -H
     h, w = shape0
     ys, xs = np.mgrid[0.5 * h / 32:h:h / 32, 0.5 * w / 32:w:w / 32]  # a 32 × 32 sample of image 0
-    if np.mean(xs * H[2, 0] + ys * H[2, 1] + H[2, 2] > 0) < min_front:
+    if np.mean(_in_front(H, xs, ys)) < min_front:
         return None
     return H
+
+
+def _in_front(H: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether image-0 pixels ``x``, ``y`` (broadcasting arrays) lie in front of the horizon of ``H`` (their
+    depth ``H[2] · (x, y, 1)`` clearly positive)."""
+    return x * H[2, 0] + y * H[2, 1] + H[2, 2] > 1e-3 * abs(H[2, 2])
 
 
 def front_mask(H: np.ndarray, shape0: tuple[int, int]) -> np.ndarray | None:
@@ -248,8 +254,7 @@ def front_mask(H: np.ndarray, shape0: tuple[int, int]) -> np.ndarray | None:
     corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1], [-0.5, h - 0.5, 1]])
     if (corners @ H[2] > 0).all():
         return None
-    depth = np.arange(w, dtype=np.float32)[None] * H[2, 0] + np.arange(h, dtype=np.float32)[:, None] * H[2, 1]
-    return depth + H[2, 2] > 1e-3 * np.abs(H[2, 2])
+    return _in_front(H, np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None])
 
 
 def _covered_cells(cover: np.ndarray, prep: Prepared) -> torch.Tensor:

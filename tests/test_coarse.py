@@ -125,7 +125,8 @@ def test_int8_similarity_is_within_its_rounding_bound():
     got = torch.cat([sim.block(s, min(s + 40, 133)) for s in range(0, 133, 40)]).double()
     a, b = a.double(), b.double()
     exact = a @ b.T
-    # each value is off by at most half a step s = max|row| / 127: |Δ(a·b)| ≤ s_a/2 Σ|b| + s_b/2 Σ|a| + C s_a s_b / 4
+    # each value is off by at most half a step s = max|row| / 127:
+    # |Δ(a·b)| ≤ s_a/2 Σ|b| + s_b/2 Σ|a| + C s_a s_b / 4
     sa, sb = a.abs().amax(1, keepdim=True) / 127, b.abs().amax(1, keepdim=True).T / 127
     bound = sa / 2 * b.abs().sum(1)[None] + sb / 2 * a.abs().sum(1, keepdim=True) + 48 * sa * sb / 4
     err = (got - exact).abs()
