@@ -43,44 +43,58 @@ def fit_local_affine(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batc
     ``cell``-px cell in image 0 lies within ``reach`` cells of the match's own, on a ``grid`` = (h, w) of cells.
     ``leave_one_out``: the match itself is not part of its fit. ``weight`` ``(N,)`` in [0, 1] (default 1)
     scales each match's share, e.g. 0 to exclude known outliers."""
-    n = kp0.shape[0]
-    if n == 0:
+    if kp0.shape[0] == 0:
         return LocalAffine(kp0.new_zeros(0, 2, 3), kp0.new_zeros(0), torch.zeros(0, dtype=torch.bool))
-    h, w = grid
-    cx = (kp0[:, 0] / cell).floor().long().clamp(0, w - 1)
-    cy = (kp0[:, 1] / cell).floor().long().clamp(0, h - 1)
-    flat = (b.long() * h + cy) * w + cx
-    x, y = kp0[:, 0].double(), kp0[:, 1].double()
-    u, v = kp1[:, 0].double(), kp1[:, 1].double()
-    one = torch.ones_like(x)
-    terms = torch.stack([one, x, y, x * x, x * y, y * y, u, v, x * u, y * u, x * v, y * v], -1)   # N, 12
-    if weight is not None:
-        terms = terms * weight.double()[:, None]
-    moments = terms.new_zeros(batch * h * w, 12).index_add_(0, flat, terms)
-    moments = moments.view(batch, h, w, 12).permute(0, 3, 1, 2)
-    k = 2 * reach + 1
-    moments = F.avg_pool2d(moments, k, stride=1, padding=reach, count_include_pad=True) * k * k
-    m = moments.permute(0, 2, 3, 1).reshape(-1, 12)[flat]                                      # N, 12
-    if leave_one_out:
-        m = m - terms
+    cm = _CellMoments(b, kp0, kp1, batch, grid, cell, weight)
+    fit = _fit(cm.around(reach, leave_one_out), min_points)
+    return LocalAffine(fit.A.to(kp0.dtype), fit.support.to(kp0.dtype), fit.ok)
+
+
+class _CellMoments:
+    """The sums a least-squares affine fit needs (1, x, y, x², xy, y², u, v, xu, yu, xv, yv: ``terms`` ``(N, 12)``,
+    float64, optionally weighted) of the matches, summed per image-0 cell (``map`` ``(B, 12, h, w)``)."""
+
+    def __init__(self, b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batch: int, grid: tuple[int, int],
+                 cell: int, weight: torch.Tensor | None) -> None:
+        h, w = grid
+        cx = (kp0[:, 0] / cell).floor().long().clamp(0, w - 1)
+        cy = (kp0[:, 1] / cell).floor().long().clamp(0, h - 1)
+        self.flat = (b.long() * h + cy) * w + cx
+        x, y = kp0[:, 0].double(), kp0[:, 1].double()
+        u, v = kp1[:, 0].double(), kp1[:, 1].double()
+        terms = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y, u, v, x * u, y * u, x * v, y * v], -1)
+        self.terms = terms if weight is None else terms * weight.double()[:, None]
+        moments = terms.new_zeros(batch * h * w, 12).index_add_(0, self.flat, self.terms)
+        self.map = moments.view(batch, h, w, 12).permute(0, 3, 1, 2)
+
+    def around(self, reach: int, leave_one_out: bool) -> torch.Tensor:
+        """``(N, 12)``: each match's sums over the cells within ``reach`` of its own (without it: ``leave_one_out``)."""
+        k = 2 * reach + 1
+        pooled = F.avg_pool2d(self.map, k, stride=1, padding=reach, count_include_pad=True) * k * k
+        m = pooled.permute(0, 2, 3, 1).reshape(-1, 12)[self.flat]
+        return m - self.terms if leave_one_out else m
+
+
+def _fit(m: torch.Tensor, min_points: int) -> LocalAffine:
+    """The affine maps ``(M, 2, 3)`` (float64) from the sums ``m`` ``(M, 12)`` of :class:`_CellMoments`: the normal
+    equations centred on the neighbourhood mean (well conditioned in pixel units), solved in closed form."""
     s1, sx, sy, sxx, sxy, syy, su, sv, sxu, syu, sxv, syv = m.unbind(-1)
-    # centre on the neighbourhood mean, so the normal equations stay well conditioned in pixel units
     s = s1.clamp_min(1e-9)
     mx, my, mu, mv = sx / s, sy / s, su / s, sv / s
     cxx, cxy, cyy = sxx / s - mx * mx, sxy / s - mx * my, syy / s - my * my
     cxu, cyu, cxv, cyv = sxu / s - mx * mu, syu / s - my * mu, sxv / s - mx * mv, syv / s - my * mv
-    cov = torch.stack([torch.stack([cxx, cxy], -1), torch.stack([cxy, cyy], -1)], -2)        # N, 2, 2
-    cross = torch.stack([torch.stack([cxu, cxv], -1), torch.stack([cyu, cyv], -1)], -2)      # N, 2(x,y), 2(u,v)
     det = cxx * cyy - cxy * cxy
     enough = (s1 >= min_points - 1e-9) & (det > 1e-6 * (cxx + cyy).clamp_min(1e-12) ** 2)
-    eye2 = torch.eye(2, dtype=cov.dtype, device=cov.device)
-    cov = torch.where(enough[:, None, None], cov, eye2)
-    lin = torch.linalg.solve(cov, cross).transpose(1, 2)                                     # N, 2, 2: u,v ← x,y
-    trans = torch.stack([mu, mv], -1) - (lin @ torch.stack([mx, my], -1)[..., None])[..., 0]
+    inv = torch.where(enough, 1 / det, torch.zeros_like(det))
+    # [[a, b], [c, d]] maps (x, y) to (u, v): the 2×2 covariance inverse applied to the cross-covariances
+    a, b = (cyy * cxu - cxy * cyu) * inv, (cxx * cyu - cxy * cxu) * inv
+    c, d = (cyy * cxv - cxy * cyv) * inv, (cxx * cyv - cxy * cxv) * inv
+    lin = torch.stack([torch.stack([a, b], -1), torch.stack([c, d], -1)], -2)               # M, 2, 2
+    trans = torch.stack([mu - a * mx - b * my, mv - c * mx - d * my], -1)
     A = torch.cat([lin, trans[..., None]], -1)
     sval = svdvals2x2(lin)
     ok = enough & torch.isfinite(A).all((-1, -2)) & (sval[:, 0] <= 4) & (sval[:, 1] >= 0.25)
-    return LocalAffine(A.to(kp0.dtype), s1.to(kp0.dtype), ok)
+    return LocalAffine(A, s1, ok)
 
 
 def local_affine(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor, batch: int, grid: tuple[int, int],
@@ -99,15 +113,20 @@ def neighbourhood_residual(b: torch.Tensor, kp0: torch.Tensor, kp1: torch.Tensor
     (:func:`fit_local_affine`, ``leave_one_out``), within the first of the ``reach`` radii (in cells) that
     holds ``min_points`` neighbours; NaN where none does. With ``passes`` > 1 each next fit leaves out
     matches whose residual exceeded ``inlier`` px, so outliers do not drag it."""
-    nan = kp0.new_full((kp0.shape[0],), float("nan"))
-    res = nan
+    n = kp0.shape[0]
+    res = kp0.new_full((n,), float("nan"))
+    if n == 0:
+        return res
     weight = None
     for _ in range(max(1, passes)):
-        res = nan
-        for r in reach:  # the smallest neighbourhood that can judge a match does
-            fit = fit_local_affine(b, kp0, kp1, batch, grid, cell, r, min_points, leave_one_out=True,
-                                   weight=weight)
-            pred = (fit.A[..., :2] @ kp0[..., None])[..., 0] + fit.A[..., 2]
-            res = torch.where(res.isnan() & fit.ok, (pred - kp1).norm(dim=-1), res)
+        cm = _CellMoments(b, kp0, kp1, batch, grid, cell, weight)
+        # all radii in one batch of fits; the smallest neighbourhood that can judge a match does
+        fit = _fit(torch.cat([cm.around(r, leave_one_out=True) for r in reach]), min_points)
+        A = fit.A.to(kp0.dtype).view(len(reach), n, 2, 3)
+        pred = (A[..., :2] @ kp0[..., None])[..., 0] + A[..., 2]                                # R, N, 2
+        dist = (pred - kp1).norm(dim=-1).masked_fill(~fit.ok.view(len(reach), n), float("nan"))
+        res = dist[0]
+        for later in dist[1:]:
+            res = torch.where(res.isnan(), later, res)
         weight = (~(res > inlier)).to(kp0.dtype)  # NaN (undetermined) stays in
     return res
