@@ -6,7 +6,7 @@ attention into a narrower one (``--dim``, ``--heads``; ``--crop`` is then the si
 
     python scripts/distil_stem.py ../shared/data/photos --out runs/s2d/r32_6k.safetensors [--teacher FILE]
         [--part stem|mid|attention|fine] [--steps N] [--batch N] [--crop PX] [--lr LR] [--seed 0]
-        [--dim 64|32] [--heads 2]
+        [--dim 64|32] [--heads 2] [--ffn-ratio 1] [--pairs homography|scenes|mixed]
 
 Defaults: stem and mid 6 000 steps of 8 crops of 192 px at lr 2e-3; attention 1 800 steps of 4 pairs of
 320 px at lr 1e-3; fine 1 500 steps of 4 pairs of 320 px at lr 1e-3.
@@ -31,10 +31,15 @@ ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--dim", type=int, help="attention width (--part attention, default 64) or fine-path width "
                 "(--part fine, default 32)")
 ap.add_argument("--heads", type=int, default=2, help="attention heads (--part attention)")
+ap.add_argument("--ffn-ratio", type=int, help="attention FFN hidden channels / width (--part attention; default "
+                "the teacher's; at the teacher's width the student starts as the teacher with its FFN pruned)")
+ap.add_argument("--pairs", choices=("homography", "scenes", "mixed"), default="homography",
+                help="synthetic pairs (--part attention): homographies, piecewise-planar scenes, or both")
 a = ap.parse_args()
 if a.part == "attention":
     r = distil_attention(a.photos, a.teacher, a.out, dim=a.dim or 64, heads=a.heads, steps=a.steps or 1800,
-                         batch=a.batch or 4, size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed)
+                         batch=a.batch or 4, size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed,
+                         ffn_ratio=a.ffn_ratio, pairs=a.pairs)
 elif a.part == "fine":
     r = distil_fine(a.photos, a.teacher, a.out, dim=a.dim or 32, steps=a.steps or 1500, batch=a.batch or 4,
                     size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed)

@@ -150,6 +150,53 @@ def test_distilled_attention_is_narrower_learns_the_teacher_and_keeps_the_rest(t
         distil_attention(tmp_path / "photos", path, tmp_path / "x.safetensors", dim=30, heads=4, steps=1)
 
 
+def test_narrower_attention_ffn_starts_as_the_pruned_teacher_and_learns_it(tmp_path):
+    """At the teacher's width only the FFN narrows: the student starts as the teacher with the FFN's most
+    important hidden channels kept (exactly the teacher where the dropped ones carry nothing) and learns the rest."""
+    from imamatch.train.distil import _prune_ffn, distil_attention
+
+    torch.manual_seed(2)
+    c = MatcherConfig(**SMALL, dim=32, heads=2, ffn_ratio=2)
+    teacher = IMAMatchNet(c).eval()
+    with torch.no_grad():
+        for p in teacher.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        narrow = IMAMatchNet(c.replace(ffn_ratio=1)).eval()
+        for layer in (*teacher.transformer.self_layers, *teacher.transformer.cross_layers):
+            layer.ffn[5].weight[:, 1::2] = 0  # odd hidden channels carry nothing: pruning them is exact
+        _prune_ffn(narrow.transformer, teacher.transformer)
+        x0, x1 = (torch.randn(1, 32, 6, 7) for _ in range(2))
+        for a, b in zip(narrow.transformer(x0, x1), teacher.transformer(x0, x1)):
+            torch.testing.assert_close(a, b)
+    path = tmp_path / "teacher.safetensors"
+    with torch.no_grad():
+        for p in teacher.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_weights(teacher, c, path)
+    r = distil_attention(_photos(tmp_path / "photos"), path, tmp_path / "ffn1.safetensors", dim=32, heads=2,
+                         ffn_ratio=1, steps=30, batch=2, size=64, lr=3e-4, progress=False)
+    assert r.error_after < r.error_before, r
+    tensors, stored, meta = read_weights(r.path)
+    assert (stored.dim, stored.ffn_ratio) == (32, 1) and "FFN 2x -> 1x" in meta["note"]
+    assert tensors["transformer.self_layers.0.ffn.1.weight"].shape[0] == 32
+    _rest_kept_and_matching(r.path, teacher, ("coarse_in.", "transformer.", "top_down.top."))
+    with pytest.raises(ValueError, match="only a narrower FFN"):
+        distil_attention(tmp_path / "photos", path, tmp_path / "x.safetensors", dim=32, heads=2, steps=1)
+
+
+def test_distillation_pairs_come_as_homographies_scenes_or_both(tmp_path):
+    from imamatch.data.synthetic import WarpConfig
+    from imamatch.train.distil import _pair_source, load_gray_photos
+
+    images = load_gray_photos([_photos(tmp_path / "photos")])
+    for kind in ("homography", "scenes", "mixed"):
+        a, b = _pair_source(images, WarpConfig(size=64), kind)(3, np.random.default_rng(0))
+        assert a.shape == b.shape == (3, 1, 64, 64) and a.dtype == torch.float32
+        assert float(a.std()) > 0.01 and not torch.equal(a, b)
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        _pair_source(images, WarpConfig(size=64), "video")
+
+
 def test_projected_fine_heads_match_the_teachers_on_features_in_the_subspace():
     """Fine maps that lie in a ``d``-dim subspace, ``f = Pᵀ z``: the teacher's heads on ``f`` and the rewritten
     student heads on ``z`` give the same offsets, heatmaps and consistency, windows past the border included."""

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..backbone import LiteBlock2, LocalFeatureBackbone, PlainBlock3, SpaceToDepthStem
 from ..config import MatcherConfig
+from ..data.scenes import SceneConfig, make_scene_pair
 from ..data.synthetic import WarpConfig, make_pair
 from ..data.synthetic import load_photos as load_gray_photos
 from ..errors import DataError
@@ -261,10 +262,25 @@ def match_projection(photos: str | Path, teacher_path: str | Path, out: str | Pa
                   before, after)
 
 
-def _pair_source(images: list[np.ndarray], cfg: WarpConfig):
-    """``pairs(n, gen)`` → ``n`` synthetic homography pairs of ``images``, two ``(n, 1, S, S)`` tensors."""
+PAIR_KINDS = ("homography", "scenes", "mixed")
+
+
+def _pair_source(images: list[np.ndarray], cfg: WarpConfig, kind: str = "homography"):
+    """``pairs(n, gen)`` → ``n`` synthetic pairs of ``images``, two ``(n, 1, S, S)`` tensors: homographies
+    (``cfg``), piecewise-planar scenes seen from two cameras (:func:`~imamatch.data.scenes.make_scene_pair`, wide
+    baselines and parallax, ``S`` = ``cfg.size``), or each pair either at random (``mixed``)."""
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"pairs must be one of {PAIR_KINDS}, got {kind!r}")
+    scene_cfg = SceneConfig(size=cfg.size)
+
+    def one(gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if kind == "scenes" or (kind == "mixed" and gen.random() < 0.5):
+            p = make_scene_pair(gen, images, scene_cfg)
+            return p["image0"], p["image1"]
+        return make_pair(gen, images[gen.integers(len(images))], cfg)[:2]
+
     def pairs(n: int, gen: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        got = [make_pair(gen, images[gen.integers(len(images))], cfg)[:2] for _ in range(n)]
+        got = [one(gen) for _ in range(n)]
         return tuple(torch.from_numpy(np.stack([g[i] for g in got]))[:, None] for i in (0, 1))
     return pairs
 
@@ -295,38 +311,73 @@ def attention_loss(teacher: IMAMatchNet, student: IMAMatchNet, img0: torch.Tenso
     return kl + fine
 
 
+def _prune_ffn(student: nn.Module, teacher: nn.Module) -> None:
+    """Start the student's attention layers (same width, narrower FFN) as the teacher's with the FFN's hidden
+    channels cut to the student's count: those with the largest product of their input, depthwise and output
+    weight norms are kept."""
+    own = student.state_dict()
+    student.load_state_dict({k: v for k, v in teacher.state_dict().items() if own[k].shape == v.shape},
+                            strict=False)
+    for layers in ("self_layers", "cross_layers"):
+        for s, t in zip(getattr(student, layers), getattr(teacher, layers)):
+            (_, t_in, _, t_dw, _, t_out), (_, s_in, _, s_dw, _, s_out) = t.ffn, s.ffn
+            score = t_in.weight.flatten(1).norm(dim=1) * t_dw.weight.flatten(1).norm(dim=1) * \
+                t_out.weight.flatten(1).norm(dim=0)
+            keep = score.argsort(descending=True)[:s_in.out_channels].sort().values
+            s_in.weight.copy_(t_in.weight[keep])
+            s_in.bias.copy_(t_in.bias[keep])
+            s_dw.weight.copy_(t_dw.weight[keep])
+            s_dw.bias.copy_(t_dw.bias[keep])
+            s_out.weight.copy_(t_out.weight[:, keep])
+            s_out.bias.copy_(t_out.bias)
+
+
 def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Path, dim: int = 64, heads: int = 2,
                      steps: int = 1800, batch: int = 4, size: int = 320, lr: float = 1e-3, seed: int = 0,
-                     init_pairs: int = 32, progress: bool = True) -> DistilResult:
-    """A narrower attention (``dim`` channels, ``heads`` heads) distilled from the network in ``teacher_path``
-    on synthetic homography pairs of ``photos`` (:func:`attention_loss`); backbone, fine path and fine
-    matching stay the teacher's. ``coarse_in`` and ``top_down.top`` start from the leading eigenvectors of the
-    teacher's attended features (so the student starts as their projection), the attention layers as the
-    identity. Writes the network (``dim``, ``heads`` changed) to ``out``."""
+                     init_pairs: int = 32, progress: bool = True, ffn_ratio: int | None = None,
+                     pairs: str = "homography") -> DistilResult:
+    """A cheaper attention (``dim`` channels, ``heads`` heads, FFN hidden ``ffn_ratio`` × ``dim``; default the
+    teacher's) distilled from the network in ``teacher_path`` on synthetic homography pairs of ``photos``
+    (:func:`attention_loss`; ``pairs``: their kind, :func:`_pair_source`); backbone, fine path and fine matching
+    stay the teacher's. A narrower one starts with
+    ``coarse_in`` and ``top_down.top`` from the leading eigenvectors of the teacher's attended features (so the
+    student starts as their projection) and the attention layers as the identity; one of the teacher's width with
+    a narrower FFN starts as the teacher with the FFN pruned (:func:`_prune_ffn`). Writes the network to ``out``."""
     tensors, conf, _ = _teacher(teacher_path)
-    if not 0 < dim < conf.dim or dim % heads:
-        raise ValueError(f"dim must be in 1..{conf.dim - 1} and divisible by heads, got dim={dim}, heads={heads}")
+    ffn_ratio = conf.ffn_ratio if ffn_ratio is None else ffn_ratio
+    if not 0 < dim <= conf.dim or dim % heads or not 0 < ffn_ratio <= conf.ffn_ratio:
+        raise ValueError(f"dim must be in 1..{conf.dim} and divisible by heads, ffn_ratio in 1..{conf.ffn_ratio}; "
+                         f"got dim={dim}, heads={heads}, ffn_ratio={ffn_ratio}")
+    same_width = dim == conf.dim
+    if same_width and (heads != conf.heads or ffn_ratio == conf.ffn_ratio):
+        raise ValueError(f"at the teacher's width ({dim}) only a narrower FFN can be distilled (same heads, "
+                         f"ffn_ratio < {conf.ffn_ratio})")
     teacher = _frozen(tensors, conf)
     torch.manual_seed(seed)
-    new_conf = conf.replace(dim=dim, heads=heads)
+    new_conf = conf.replace(dim=dim, heads=heads, ffn_ratio=ffn_ratio)
     student = IMAMatchNet(new_conf)
     images = load_gray_photos([photos])
     rng = np.random.default_rng(seed)
-    pairs = _pair_source(images, WarpConfig(size=size))
+    kind, pairs = pairs, _pair_source(images, WarpConfig(size=size), pairs)
 
-    with torch.no_grad():  # eigenvectors of the attended features: the student's start is their projection
-        x0, x1 = pairs(init_pairs, np.random.default_rng(seed + 2))
-        moment = 0
-        for k in range(0, init_pairs, 4):
-            t0, t1 = _attended(teacher, teacher.backbone(x0[k:k + 4]), teacher.backbone(x1[k:k + 4]))
-            f = torch.cat([t0, t1]).flatten(2).transpose(1, 2).reshape(-1, conf.dim).double()
-            moment = moment + f.T @ f
-        vecs = torch.linalg.eigh(moment).eigenvectors.flip(1)[:, :dim].float()       # C × dim, leading first
-        s = math.sqrt(dim / conf.dim)  # keeps the similarity's scale (it is divided by the width)
-        student.coarse_in.weight.copy_(s * (vecs.T @ teacher.coarse_in.weight[:, :, 0, 0])[:, :, None, None])
-        student.coarse_in.bias.copy_(s * vecs.T @ teacher.coarse_in.bias)
-        student.top_down.top.weight.copy_((teacher.top_down.top.weight[:, :, 0, 0] @ vecs / s)[:, :, None, None])
-        student.top_down.top.bias.copy_(teacher.top_down.top.bias)
+    with torch.no_grad():
+        if same_width:  # the teacher with its FFN pruned
+            student.coarse_in.load_state_dict(teacher.coarse_in.state_dict())
+            student.top_down.top.load_state_dict(teacher.top_down.top.state_dict())
+            _prune_ffn(student.transformer, teacher.transformer)
+        else:  # eigenvectors of the attended features: the student's start is their projection
+            x0, x1 = pairs(init_pairs, np.random.default_rng(seed + 2))
+            moment = 0
+            for k in range(0, init_pairs, 4):
+                t0, t1 = _attended(teacher, teacher.backbone(x0[k:k + 4]), teacher.backbone(x1[k:k + 4]))
+                f = torch.cat([t0, t1]).flatten(2).transpose(1, 2).reshape(-1, conf.dim).double()
+                moment = moment + f.T @ f
+            vecs = torch.linalg.eigh(moment).eigenvectors.flip(1)[:, :dim].float()       # C × dim, leading first
+            s = math.sqrt(dim / conf.dim)  # keeps the similarity's scale (it is divided by the width)
+            student.coarse_in.weight.copy_(s * (vecs.T @ teacher.coarse_in.weight[:, :, 0, 0])[:, :, None, None])
+            student.coarse_in.bias.copy_(s * vecs.T @ teacher.coarse_in.bias)
+            student.top_down.top.weight.copy_((teacher.top_down.top.weight[:, :, 0, 0] @ vecs / s)[:, :, None, None])
+            student.top_down.top.bias.copy_(teacher.top_down.top.bias)
     student.backbone = teacher.backbone  # shared, frozen
     parts = {"coarse_in": student.coarse_in, "transformer": student.transformer, "top_down.top": student.top_down.top}
     held = pairs(16, np.random.default_rng(seed + 1))
@@ -340,8 +391,8 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
     _optimise([p for m in parts.values() for p in m.parameters()], lambda: loss_fn(*pairs(batch, rng)), steps, lr,
               100, "distil attention", progress)
     after = held_out()
-    note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, distilled from {Path(teacher_path).name}: "
-            f"{steps} steps")
+    note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, FFN {conf.ffn_ratio}x -> {ffn_ratio}x, distilled "
+            f"from {Path(teacher_path).name}: {steps} steps of {kind} pairs")
     return _write(tensors, new_conf, parts, out, note, before, after)
 
 
