@@ -34,7 +34,7 @@ ap.add_argument("--heads", type=int, default=2, help="attention heads (--part at
 ap.add_argument("--ffn-ratio", type=int, help="attention FFN hidden channels / width (--part attention; default "
                 "the teacher's; at the teacher's width the student starts as the teacher with its FFN pruned)")
 ap.add_argument("--pairs", choices=("homography", "scenes", "mixed"), default="homography",
-                help="synthetic pairs (--part attention): homographies, piecewise-planar scenes, or both")
+                help="synthetic pairs (--part attention, fine): homographies, piecewise-planar scenes, or both")
 a = ap.parse_args()
 if a.part == "attention":
     r = distil_attention(a.photos, a.teacher, a.out, dim=a.dim or 64, heads=a.heads, steps=a.steps or 1800,
@@ -42,7 +42,7 @@ if a.part == "attention":
                          ffn_ratio=a.ffn_ratio, pairs=a.pairs)
 elif a.part == "fine":
     r = distil_fine(a.photos, a.teacher, a.out, dim=a.dim or 32, steps=a.steps or 1500, batch=a.batch or 4,
-                    size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed)
+                    size=a.crop or 320, lr=a.lr or 1e-3, seed=a.seed, pairs=a.pairs)
 else:
     distil = distil_stem if a.part == "stem" else distil_mid
     r = distil(a.photos, a.teacher, a.out, a.steps or 6000, a.batch or 8, a.crop or 192, a.lr or 2e-3, a.seed)

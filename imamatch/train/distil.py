@@ -427,13 +427,13 @@ def _project_heads(student: nn.Module, teacher: nn.Module, proj: torch.Tensor) -
 
 def distil_fine(photos: str | Path, teacher_path: str | Path, out: str | Path, dim: int = 32, steps: int = 1500,
                 batch: int = 4, size: int = 320, lr: float = 1e-3, seed: int = 0, init_pairs: int = 16,
-                progress: bool = True) -> DistilResult:
+                progress: bool = True, pairs: str = "homography") -> DistilResult:
     """A narrower fine path (``fine_dim`` = ``dim``; the fine heads keep the teacher's width, ``fine_hidden``)
-    distilled from the network in ``teacher_path`` on synthetic homography pairs of ``photos``: the student's
-    top-down path learns the teacher's fine maps projected on the ``dim`` leading eigenvectors of their second
-    moment, ``P f`` (relative squared error), starting from the projection of the teacher's layers; the fine heads
-    are the teacher's, rewritten to read the projected features (:func:`_project_heads`); backbone and attention
-    stay the teacher's. Writes the network to ``out``."""
+    distilled from the network in ``teacher_path`` on synthetic pairs of ``photos`` (``pairs``: their kind, see
+    :func:`_pair_source`): the student's top-down path learns the teacher's fine maps projected on the ``dim``
+    leading eigenvectors of their second moment, ``P f`` (relative squared error), starting from the projection of
+    the teacher's layers; the fine heads are the teacher's, rewritten to read the projected features
+    (:func:`_project_heads`); backbone and attention stay the teacher's. Writes the network to ``out``."""
     tensors, conf, _ = _teacher(teacher_path)
     if conf.pixel_stem or conf.fine_blocks or not 0 < dim < conf.fine_dim:
         raise ValueError(f"{teacher_path}: needs a fine path without pixel stem and blocks, and dim in "
@@ -444,7 +444,8 @@ def distil_fine(photos: str | Path, teacher_path: str | Path, out: str | Path, d
     student = IMAMatchNet(new_conf)
     for mod in (teacher.backbone, teacher.top_down, student.top_down):
         mod.store_dtype = torch.float32
-    pairs = _pair_source(load_gray_photos([photos]), WarpConfig(size=size))
+    kind = pairs
+    pairs = _pair_source(load_gray_photos([photos]), WarpConfig(size=size), kind)
     with torch.no_grad():  # leading eigenvectors of the teacher's fine maps' second moment
         x0, x1 = pairs(init_pairs, np.random.default_rng(seed + 2))
         feats = torch.cat([_fine_maps(teacher, teacher, x0[k:k + 4], x1[k:k + 4])[1]
@@ -477,5 +478,5 @@ def distil_fine(photos: str | Path, teacher_path: str | Path, out: str | Path, d
               progress)
     after = held_out()
     note = (f"fine path {conf.fine_dim} -> {dim} channels (heads {new_conf.fine_hidden} wide), distilled from "
-            f"{Path(teacher_path).name}: {steps} steps")
+            f"{Path(teacher_path).name}: {steps} steps of {kind} pairs")
     return _write(tensors, new_conf, {"top_down": student.top_down, "fine": student.fine}, out, note, before, after)
