@@ -1,6 +1,7 @@
 """Per-pair breakdown of the fox relative-pose benchmark: where each method fails, and why.
 
     python benchmarks/fox_pairs.py [--data ../shared/data] [--out benchmarks/results/fox_pairs.md] [--no-peers]
+                                   [--set KEY=VALUE,...]   # also imamatch with these MatcherConfig settings
 
 For each of the 40 fixed pairs (3–60° apart) and each method: matches, the share of them within 2 px (RMS of the
 two point-to-epipolar-line distances) of the ground-truth epipolar geometry, the share that one homography explains
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shared import LONG_SIDE, fox_arguments, imamatch_method, sift_method  # noqa: E402
+from bench_shared import LONG_SIDE, fox_arguments, imamatch_method, parse_settings, sift_method  # noqa: E402
 
 from imamatch import IMAMatch  # noqa: E402
 from imamatch.data.posed import load_posed, relative_pose, select_pairs, undistorted_image  # noqa: E402
@@ -51,11 +52,16 @@ def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R
 
 def main() -> None:
     ap = fox_arguments(__doc__, "fox_pairs.md")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE,...",
+                    help="also imamatch (shipped weights) with these MatcherConfig settings (repeatable)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     frames = load_posed(a.data / "fox")
     pairs = select_pairs(frames)
-    methods = {"imamatch": imamatch_method(IMAMatch.from_pretrained()), "SIFT": sift_method(LONG_SIDE)}
+    methods = {"imamatch": imamatch_method(IMAMatch.from_pretrained())}
+    methods.update({f"imamatch ({spec})": imamatch_method(IMAMatch.from_pretrained(**parse_settings(spec)))
+                    for spec in a.set})
+    methods["SIFT"] = sift_method(LONG_SIDE)
     if not a.no_peers:
         from peers import peer_factories
         methods["ALIKED + LightGlue"] = peer_factories(LONG_SIDE)["ALIKED + LightGlue"]()

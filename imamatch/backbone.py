@@ -106,17 +106,21 @@ class LiteBlock2(nn.Module):
 
 
 class PlainBlock3(nn.Module):
-    """A stand-in for ALIKED's deformable block 3 at 1/8 resolution: the same residual block with plain 3×3
-    convolutions (deformable sampling is the backbone's slowest op on a CPU). Distilled like :class:`LiteBlock2`."""
+    """A stand-in for ALIKED's deformable block 3 at 1/8 resolution (or block 4 at 1/32): the same residual block
+    with plain 3×3 convolutions (deformable sampling is the backbone's slowest op on a CPU), the second one
+    ``dilation`` apart (a wider reach for the deformable taps it stands in for). Distilled like :class:`LiteBlock2`."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
         super().__init__()
         self.a = nn.Conv2d(cin, cout, 3, padding=1)
-        self.b = nn.Conv2d(cout, cout, 3, padding=1)
+        self.b = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation)
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return selu(self.b(F.relu(self.a(x))) + self.skip(x))
+
+
+DEEP_DILATION = {"plain": 1, "dilated": 3}  # the plain stand-ins for block 4: their second convolution's dilation
 
 
 class LocalFeatureBackbone(nn.Module):
@@ -124,6 +128,8 @@ class LocalFeatureBackbone(nn.Module):
     block pools partial windows at the bottom/right edge over what they hold). ``stem`` "aliked": ALIKED's
     block 1 at full resolution, average-pooled to 1/2; "s2d": :class:`SpaceToDepthStem` in its place.
     ``mid`` "aliked": ALIKED's blocks 2 and 3; "lite": :class:`LiteBlock2` and :class:`PlainBlock3` instead.
+    ``deep`` "aliked": ALIKED's deformable block 4; "plain": a :class:`PlainBlock3` instead; "dilated": one whose
+    second convolution is dilated by 3.
 
     Returns coarse ``(B, 128, H/8, W/8)`` and a 1/2 skip ``(B, 64, H/2, W/2)``.
     """
@@ -133,19 +139,22 @@ class LocalFeatureBackbone(nn.Module):
     skip_dims = {2: 64}
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) 1/2 skip
 
-    def __init__(self, stem: str = "aliked", mid: str = "aliked") -> None:
+    def __init__(self, stem: str = "aliked", mid: str = "aliked", deep: str = "aliked") -> None:
         super().__init__()
         if stem not in ("aliked", "s2d"):
             raise ValueError(f"unknown stem {stem!r}; choose 'aliked' or 's2d'")
         if mid not in ("aliked", "lite"):
             raise ValueError(f"unknown mid blocks {mid!r}; choose 'aliked' or 'lite'")
+        if deep not in DEEP_DILATION and deep != "aliked":
+            raise ValueError(f"unknown block 4 {deep!r}; choose 'aliked', 'plain' or 'dilated'")
         c1, c2, c3, c4 = self.widths
         self.block1 = _PlainBlock(3, c1) if stem == "aliked" else None
         self.stem = SpaceToDepthStem(c1) if stem == "s2d" else None
         lite = mid == "lite"
         self.block2 = LiteBlock2(c1, c2) if lite else _ResidualBlock(c1, c2, deform=False)
         self.block3 = PlainBlock3(c2, c3) if lite else _ResidualBlock(c2, c3, deform=True)
-        self.block4 = _ResidualBlock(c3, c4, deform=True)
+        self.block4 = PlainBlock3(c3, c4, DEEP_DILATION[deep]) if deep in DEEP_DILATION else \
+            _ResidualBlock(c3, c4, deform=True)
         self.proj = nn.ModuleList([nn.Conv2d(c, c4 // 4, 1, bias=False) for c in self.widths])
 
     def forward(self, image: torch.Tensor) -> BackboneOutput:
@@ -277,12 +286,12 @@ class ReferenceBackbone(nn.Module):
 BACKBONES: dict[str, type[nn.Module]] = {"aliked": LocalFeatureBackbone, "reference": ReferenceBackbone}
 
 
-def make_backbone(name: str, stem: str = "aliked", mid: str = "aliked") -> nn.Module:
-    """The backbone ``name`` (a key of :data:`BACKBONES`); ``stem`` and ``mid`` apply to "aliked" only."""
+def make_backbone(name: str, stem: str = "aliked", mid: str = "aliked", deep: str = "aliked") -> nn.Module:
+    """The backbone ``name`` (a key of :data:`BACKBONES`); ``stem``, ``mid`` and ``deep`` apply to "aliked" only."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     if name == "aliked":
-        return LocalFeatureBackbone(stem, mid)
-    if stem != "aliked" or mid != "aliked":
-        raise ValueError(f"stem {stem!r} / mid {mid!r} apply to the 'aliked' backbone only")
+        return LocalFeatureBackbone(stem, mid, deep)
+    if stem != "aliked" or mid != "aliked" or deep != "aliked":
+        raise ValueError(f"stem {stem!r} / mid {mid!r} / deep {deep!r} apply to the 'aliked' backbone only")
     return BACKBONES[name]()

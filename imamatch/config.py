@@ -14,6 +14,7 @@ class MatcherConfig:
     backbone: str = "aliked"          # "aliked" (CPU-fast, pretrained init) or "reference"
     stem: str = "aliked"              # aliked's first block: "aliked" (full res.) or "s2d" (1/2 res., ~4× cheaper)
     mid: str = "aliked"               # aliked's blocks 2, 3: "aliked" or "lite" (depthwise block 2, plain block 3)
+    deep: str = "aliked"              # aliked's block 4 (1/32): "aliked" (deformable), "plain" or "dilated"
     dim: int = 128                    # coarse feature / attention width
     heads: int = 4
     n_blocks: int = 3                 # self+cross blocks
@@ -98,7 +99,7 @@ class MatcherConfig:
         return cls().replace(**d)
 
 
-ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "dim", "heads", "n_blocks", "scales", "focus_power",
+ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "deep", "dim", "heads", "n_blocks", "scales", "focus_power",
                        "separable_qkv", "ffn_ratio", "match_dim", "fine_dim", "fine_hidden", "fine_blocks",
                        "pixel_stem", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
 

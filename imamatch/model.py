@@ -189,7 +189,7 @@ class IMAMatchNet(nn.Module):
     def __init__(self, conf: MatcherConfig) -> None:
         super().__init__()
         self.conf = conf
-        self.backbone = make_backbone(conf.backbone, conf.stem, conf.mid)
+        self.backbone = make_backbone(conf.backbone, conf.stem, conf.mid, conf.deep)
         cdim = self.backbone.coarse_dim
         self.coarse_in = nn.Conv2d(cdim, conf.dim, 1)
         if cdim == conf.dim:

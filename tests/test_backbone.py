@@ -76,10 +76,14 @@ def test_unknown_stem():
         LocalFeatureBackbone("tiny")
     with pytest.raises(ValueError, match="mid blocks"):
         LocalFeatureBackbone("s2d", "tiny")
+    with pytest.raises(ValueError, match="block 4"):
+        LocalFeatureBackbone("s2d", "lite", "tiny")
     with pytest.raises(ValueError, match="'aliked' backbone only"):
         make_backbone("reference", "s2d")
     with pytest.raises(ValueError, match="'aliked' backbone only"):
         make_backbone("reference", mid="lite")
+    with pytest.raises(ValueError, match="'aliked' backbone only"):
+        make_backbone("reference", deep="plain")
     with pytest.raises(ValueError, match="unknown backbone"):
         make_backbone("vgg")
 

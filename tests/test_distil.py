@@ -1,5 +1,6 @@
 """Distilling backbone parts into cheap stand-ins (block 1 into the space-to-depth stem, blocks 2 and 3 into the
-lite blocks): the student learns the teacher's blocks, the file keeps every other tensor and matches."""
+lite blocks, block 4 into a plain one): the student learns the teacher's blocks, the file keeps every other
+tensor and matches."""
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from imamatch import IMAMatch
 from imamatch.config import MatcherConfig
 from imamatch.model import IMAMatchNet
-from imamatch.train.distil import distil_mid, distil_stem
+from imamatch.train.distil import distil_deep, distil_mid, distil_stem
 from imamatch.weights import read_weights, save_weights
 
 SMALL = dict(n_blocks=1, scales=(1,), fine_blocks=0, pixel_stem=False)
@@ -84,6 +85,50 @@ def test_distilled_mid_blocks_learn_the_teacher_and_keep_the_rest(tmp_path):
         distil_mid(tmp_path / "photos", r.path, tmp_path / "again.safetensors", steps=1, crop=64)
     with pytest.raises(ValueError, match="multiple of 32"):
         distil_mid(tmp_path / "photos", path, tmp_path / "x.safetensors", crop=48)
+
+
+@pytest.mark.parametrize("kind, dilation", [("plain", 1), ("dilated", 3)])
+def test_distilled_block4_is_plain_learns_the_teacher_and_keeps_the_rest(tmp_path, kind, dilation):
+    teacher, path = _teacher(tmp_path, stem="s2d", mid="lite")
+    r = distil_deep(_photos(tmp_path / "photos"), path, tmp_path / "deep.safetensors", steps=80, batch=4, crop=128,
+                    progress=False, kind=kind)
+    assert r.error_after < 0.5 * r.error_before
+    tensors, stored, meta = read_weights(r.path)
+    assert stored.deep == kind and stored.mid == "lite" and "block 4" in meta["note"]
+    assert "backbone.block4.a.weight" in tensors and not any("offset_conv" in k for k in tensors)
+    m = _rest_kept_and_matching(r.path, teacher, ("backbone.block4.",))
+    assert m.net.backbone.block4.b.dilation == (dilation, dilation)
+    with pytest.raises(ValueError, match="deep='aliked'"):
+        distil_deep(tmp_path / "photos", r.path, tmp_path / "again.safetensors", steps=1, crop=128)
+    with pytest.raises(ValueError, match="kind must be"):
+        distil_deep(tmp_path / "photos", path, tmp_path / "x.safetensors", steps=1, crop=128, kind="wide")
+
+
+def test_realigned_attention_learns_the_teachers_assignment_on_the_students_backbone(tmp_path):
+    from imamatch.train.distil import realign_attention
+
+    teacher, path = _teacher(tmp_path, stem="s2d", mid="lite")
+    with torch.no_grad():  # attention layers that do something (they start as the identity)
+        for p in teacher.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_weights(teacher, teacher.conf, path)
+    photos = _photos(tmp_path / "photos")
+    student = distil_deep(photos, path, tmp_path / "deep.safetensors", steps=10, batch=2, crop=128, progress=False)
+    r = realign_attention(photos, path, student.path, tmp_path / "realigned.safetensors", steps=40, batch=2,
+                          size=64, lr=1e-3, progress=False)
+    assert r.error_after < 0.7 * r.error_before, r
+    tensors, stored, meta = read_weights(r.path)
+    assert stored.deep == "plain" and "realigned" in meta["note"]
+    before, _, _ = read_weights(student.path)
+    for k, v in tensors.items():  # only the coarse path changed
+        if k.startswith(("coarse_in.", "transformer.", "top_down.top.")):
+            continue
+        torch.testing.assert_close(v, before[k])
+    assert not torch.equal(tensors["coarse_in.weight"], before["coarse_in.weight"])
+    wide = MatcherConfig(**SMALL, stem="s2d", mid="lite", dim=64, heads=2)
+    save_weights(IMAMatchNet(wide), wide, tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="the teacher's attention"):
+        realign_attention(photos, path, tmp_path / "wide.safetensors", tmp_path / "x.safetensors", steps=1)
 
 
 def test_matching_projection_keeps_the_similarity_and_the_matches(tmp_path):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..backbone import LiteBlock2, LocalFeatureBackbone, PlainBlock3, SpaceToDepthStem
+from ..backbone import DEEP_DILATION, LiteBlock2, LocalFeatureBackbone, PlainBlock3, SpaceToDepthStem
 from ..config import MatcherConfig
 from ..data.scenes import SceneConfig, make_scene_pair
 from ..data.synthetic import WarpConfig, make_pair
@@ -111,6 +111,19 @@ def mid_loss(teacher: LocalFeatureBackbone, block2: nn.Module, block3: nn.Module
     return sum(_relative(o, t) for o, t in zip(outputs, targets))
 
 
+def deep_loss(teacher: LocalFeatureBackbone, block4: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Relative squared errors of the student block 4 against the teacher's, on the teacher's block 3, and of the
+    projection the coarse features take from it. ``x``: ``(B, 1, H, W)``, H and W multiples of 32."""
+    with torch.no_grad():
+        fine, x3_in = teacher.half_res(x)
+        x4_in = F.avg_pool2d(teacher.block3(x3_in), 4, ceil_mode=True)
+        t4 = teacher.block4(x4_in)
+        targets = [t4, F.selu(teacher.proj[3](t4))]
+    s4 = block4(x4_in)
+    outputs = [s4, F.selu(teacher.proj[3](s4))]
+    return sum(_relative(o, t) for o, t in zip(outputs, targets))
+
+
 def distil_stem(photos: str | Path, teacher_path: str | Path, out: str | Path, steps: int = 6000, batch: int = 8,
                 crop: int = 192, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> DistilResult:
     """Train a :class:`SpaceToDepthStem` on the photos of the folder ``photos`` to stand in for block 1 of the
@@ -145,6 +158,28 @@ def distil_mid(photos: str | Path, teacher_path: str | Path, out: str | Path, st
     return _write(tensors, conf.replace(mid="lite"),
                   {"backbone.block2": student["block2"], "backbone.block3": student["block3"]}, out, note,
                   before, after)
+
+
+def distil_deep(photos: str | Path, teacher_path: str | Path, out: str | Path, steps: int = 3000, batch: int = 4,
+                crop: int = 448, lr: float = 2e-3, seed: int = 0, progress: bool = True,
+                kind: str = "plain") -> DistilResult:
+    """Train a plain residual block (:class:`PlainBlock3`; ``kind`` "plain" or "dilated", see
+    :data:`~imamatch.backbone.DEEP_DILATION`) on the photos of the folder ``photos`` to stand in for the
+    deformable block 4 (1/32) of the network in ``teacher_path`` and write the network with it (``deep=kind``) to
+    ``out``. Large crops: the deformable offsets' bound grows with the map."""
+    _check_crop(crop, 32)
+    tensors, conf, teacher = _teacher(teacher_path)
+    if conf.deep != "aliked":
+        raise ValueError(f"{teacher_path}: the teacher must have ALIKED's deformable block 4 (deep='aliked')")
+    torch.manual_seed(seed)
+    if kind not in DEEP_DILATION:
+        raise ValueError(f"kind must be one of {sorted(DEEP_DILATION)}, got {kind!r}")
+    _, _, c3, c4 = teacher.widths
+    student = PlainBlock3(c3, c4, DEEP_DILATION[kind])
+    loss = lambda x: deep_loss(teacher, student, x)  # noqa: E731
+    before, after = _train(student, loss, photos, steps, batch, crop, lr, seed, progress, "distil block 4")
+    note = f"block 4 distilled ({kind}) from {Path(teacher_path).name}: {steps} steps"
+    return _write(tensors, conf.replace(deep=kind), {"backbone.block4": student}, out, note, before, after)
 
 
 def _check_crop(crop: int, multiple: int) -> None:
@@ -295,12 +330,15 @@ def attention_loss(teacher: IMAMatchNet, student: IMAMatchNet, img0: torch.Tenso
                    img1: torch.Tensor) -> torch.Tensor:
     """What the student's attention must reproduce of the teacher's, on pairs ``img0/1`` ``(B, 1, S, S)``: the
     coarse assignment (KL divergence of the row and the column softmaxes of the similarity, mean per token) and
-    the fine path's view of the attended map (``top_down.top``, relative squared error)."""
+    the fine path's view of the attended map (``top_down.top``, relative squared error). The student attends to
+    its own backbone's features where it has another backbone (frozen: no gradient reaches it)."""
     with torch.no_grad():
         o0, o1 = teacher.backbone(img0), teacher.backbone(img1)
         t0, t1 = _attended(teacher, o0, o1)
         top_t = [teacher.top_down.top(t) for t in (t0, t1)]
         lt = torch.einsum("bcl,bcs->bls", t0.flatten(2), t1.flatten(2)) / (t0.shape[1] * teacher.conf.temperature)
+        if student.backbone is not teacher.backbone:
+            o0, o1 = student.backbone(img0), student.backbone(img1)
     s0, s1 = _attended(student, o0, o1)
     ls = torch.einsum("bcl,bcs->bls", s0.flatten(2), s1.flatten(2)) / (s0.shape[1] * student.conf.temperature)
     kl = 0.0
@@ -330,6 +368,55 @@ def _prune_ffn(student: nn.Module, teacher: nn.Module) -> None:
             s_dw.bias.copy_(t_dw.bias[keep])
             s_out.weight.copy_(t_out.weight[:, keep])
             s_out.bias.copy_(t_out.bias)
+
+
+def _coarse_parts(net: IMAMatchNet) -> dict[str, nn.Module]:
+    """What the attention distillations train, by state-dict prefix: ``coarse_in``, the attention, ``top_down.top``."""
+    return {"coarse_in": net.coarse_in, "transformer": net.transformer, "top_down.top": net.top_down.top}
+
+
+def _fit_attention(teacher: IMAMatchNet, student: IMAMatchNet, pairs, rng: np.random.Generator, seed: int,
+                   steps: int, batch: int, lr: float, warmup: int, desc: str, progress: bool) -> tuple[float, float]:
+    """Train the student's :func:`_coarse_parts` on :func:`attention_loss` over ``pairs(batch, rng)``; returns the
+    mean loss on 16 held-out pairs (drawn with ``seed + 1``) before and after."""
+    held = pairs(16, np.random.default_rng(seed + 1))
+    loss_fn = lambda a, b: attention_loss(teacher, student, a, b)  # noqa: E731
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return sum(float(loss_fn(held[0][k:k + 4], held[1][k:k + 4])) for k in range(0, 16, 4)) / 4
+
+    before = held_out()
+    params = [p for m in _coarse_parts(student).values() for p in m.parameters()]
+    _optimise(params, lambda: loss_fn(*pairs(batch, rng)), steps, lr, warmup, desc, progress)
+    return before, held_out()
+
+
+def realign_attention(photos: str | Path, teacher_path: str | Path, student_path: str | Path, out: str | Path,
+                      steps: int = 600, batch: int = 4, size: int = 320, lr: float = 2e-4, seed: int = 0,
+                      progress: bool = True, pairs: str = "mixed") -> DistilResult:
+    """Fine-tune the coarse path (``coarse_in``, attention, ``top_down.top``) of the network in ``student_path``,
+    whose backbone was distilled from the one in ``teacher_path`` (e.g. :func:`distil_deep`), so that on its own
+    backbone's features it reproduces the teacher's coarse assignment and attended map (:func:`attention_loss`) on
+    synthetic pairs of ``photos`` (``pairs``, :func:`_pair_source`); its backbone, fine path and heads stay as
+    they are. Writes the network to ``out``."""
+    t_tensors, t_conf, _ = _teacher(teacher_path)
+    tensors, conf, _ = _teacher(student_path)
+    if (conf.dim, conf.heads, conf.ffn_ratio) != (t_conf.dim, t_conf.heads, t_conf.ffn_ratio):
+        raise ValueError(f"{student_path}: needs the teacher's attention (dim, heads, ffn_ratio "
+                         f"{(t_conf.dim, t_conf.heads, t_conf.ffn_ratio)})")
+    teacher = _frozen(t_tensors, t_conf)
+    student = _frozen(tensors, conf)
+    parts = _coarse_parts(student)
+    for module in parts.values():
+        module.requires_grad_(True)
+    torch.manual_seed(seed)
+    kind, pairs = pairs, _pair_source(load_gray_photos([photos]), WarpConfig(size=size), pairs)
+    before, after = _fit_attention(teacher, student, pairs, np.random.default_rng(seed), seed, steps, batch, lr, 50,
+                                   "realign attention", progress)
+    note = (f"{Path(student_path).name}: coarse path realigned to {Path(teacher_path).name}: {steps} steps of "
+            f"{kind} pairs")
+    return _write(tensors, conf, parts, out, note, before, after)
 
 
 def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Path, dim: int = 64, heads: int = 2,
@@ -379,18 +466,9 @@ def distil_attention(photos: str | Path, teacher_path: str | Path, out: str | Pa
             student.top_down.top.weight.copy_((teacher.top_down.top.weight[:, :, 0, 0] @ vecs / s)[:, :, None, None])
             student.top_down.top.bias.copy_(teacher.top_down.top.bias)
     student.backbone = teacher.backbone  # shared, frozen
-    parts = {"coarse_in": student.coarse_in, "transformer": student.transformer, "top_down.top": student.top_down.top}
-    held = pairs(16, np.random.default_rng(seed + 1))
-    loss_fn = lambda a, b: attention_loss(teacher, student, a, b)  # noqa: E731
-
-    def held_out() -> float:
-        with torch.no_grad():
-            return sum(float(loss_fn(held[0][k:k + 4], held[1][k:k + 4])) for k in range(0, 16, 4)) / 4
-
-    before = held_out()
-    _optimise([p for m in parts.values() for p in m.parameters()], lambda: loss_fn(*pairs(batch, rng)), steps, lr,
-              100, "distil attention", progress)
-    after = held_out()
+    parts = _coarse_parts(student)
+    before, after = _fit_attention(teacher, student, pairs, rng, seed, steps, batch, lr, 100, "distil attention",
+                                   progress)
     note = (f"attention {conf.dim} -> {dim} channels, {heads} heads, FFN {conf.ffn_ratio}x -> {ffn_ratio}x, distilled "
             f"from {Path(teacher_path).name}: {steps} steps of {kind} pairs")
     return _write(tensors, new_conf, parts, out, note, before, after)

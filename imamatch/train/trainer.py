@@ -104,13 +104,14 @@ class TrainConfig:
 
 def load_aliked_backbone(net: IMAMatchNet, path: str | Path) -> None:
     """Copy ALIKED-n16 weights (a plain state dict; loaded with ``weights_only=True``) into the backbone. The
-    distilled stand-ins (``stem="s2d"``, ``mid="lite"``) have no ALIKED weights: a ``ValueError`` says so."""
+    distilled stand-ins (``stem="s2d"``, ``mid="lite"``, ``deep="plain"``) have no ALIKED weights: a
+    ``ValueError`` says so."""
     conf = net.conf
-    if conf.stem != "aliked" or conf.mid != "aliked":
+    if conf.stem != "aliked" or conf.mid != "aliked" or conf.deep != "aliked":
         raise ValueError(f"--init-aliked fills ALIKED's own blocks, but this network has stem={conf.stem!r}, "
-                         f"mid={conf.mid!r}: those stand-ins are distilled from a trained network "
-                         f"(scripts/distil_stem.py); train with stem and mid 'aliked' first, or start from "
-                         f"--init FILE")
+                         f"mid={conf.mid!r}, deep={conf.deep!r}: those stand-ins are distilled from a trained "
+                         f"network (scripts/distil_stem.py); train with stem, mid and deep 'aliked' first, or "
+                         f"start from --init FILE")
     sd = torch.load(str(path), map_location="cpu", weights_only=True)
     mapped = {}
     for k, v in sd.items():
