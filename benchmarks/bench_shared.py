@@ -64,12 +64,24 @@ def imamatch_method(matcher: IMAMatch):
     return run
 
 
-def fox_arguments(doc: str, out_name: str) -> argparse.ArgumentParser:
-    """The command line shared by the per-pair fox tools: ``--data``, ``--out`` (default results/OUT_NAME),
-    ``--no-peers``, ``--trials``."""
+def data_arguments(doc: str, out_name: str) -> argparse.ArgumentParser:
+    """The command line every benchmark starts from: ``--data`` (default ../shared/data) and ``--out`` (default
+    results/OUT_NAME); check the data with :func:`require_data`."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / out_name)
+    return ap
+
+
+def require_data(data: Path) -> None:
+    """Exit with a clear message when ``data`` is not the shared data folder."""
+    if not (Path(data) / "graf").is_dir():
+        sys.exit(f"benchmark data not found at {data}: pass --data pointing at shared/data")
+
+
+def fox_arguments(doc: str, out_name: str) -> argparse.ArgumentParser:
+    """The command line shared by the per-pair fox tools: :func:`data_arguments`, ``--no-peers``, ``--trials``."""
+    ap = data_arguments(doc, out_name)
     ap.add_argument("--no-peers", action="store_true", help="only imamatch and SIFT")
     ap.add_argument("--trials", type=int, default=5, help="RANSAC runs per pair (shuffled orders of the matches)")
     return ap
@@ -185,8 +197,7 @@ def main() -> None:
     ap.add_argument("--peak-of", help=argparse.SUPPRESS)
     a = ap.parse_args()
     data = Path(a.data)
-    if not (data / "graf").is_dir():
-        sys.exit(f"benchmark data not found at {data}: pass --data pointing at shared/data")
+    require_data(data)
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
 

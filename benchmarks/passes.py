@@ -13,9 +13,7 @@ times are the medians over the repeats. Writes ``results/passes.md`` and ``.json
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench_shared import LONG_SIDE
+from bench_shared import LONG_SIDE, data_arguments, require_data
 from imamatch import IMAMatch
 from imamatch.eval.suite import benchmark_pairs
 from imamatch.io import to_gray_sized
@@ -60,15 +58,12 @@ def time_pair(m: TimedPasses, a: np.ndarray, b: np.ndarray, repeats: int) -> tup
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "passes.md")
+    ap = data_arguments(__doc__, "passes.md")
     ap.add_argument("--weights", help="imamatch weights (default: shipped)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    if not (a.data / "graf").is_dir():
-        sys.exit(f"benchmark data not found at {a.data}: pass --data pointing at shared/data")
+    require_data(a.data)
     torch.set_num_threads(a.threads)
     m = TimedPasses(weights=a.weights) if a.weights else TimedPasses.from_pretrained()
     pairs = [(n, to_gray_sized(x, "image0", LONG_SIDE)[0], to_gray_sized(y, "image1", LONG_SIDE)[0])

@@ -12,10 +12,8 @@ every fifth pair). Writes a markdown table and a JSON file beside it.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench_shared import COLUMNS, evaluate, imamatch_method, table
+from bench_shared import COLUMNS, data_arguments, evaluate, imamatch_method, require_data, table
 from imamatch import IMAMatch
 from imamatch.model import Attended, IMAMatchNet
 
@@ -109,13 +107,10 @@ COLUMNS_HERE = [c for c in COLUMNS if c[0] not in ("fox_ba_auc5", "fox_ba_auc10"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "precision.md")
+    ap = data_arguments(__doc__, "precision.md")
     ap.add_argument("--trials", type=int, default=5)
     a = ap.parse_args()
-    if not (a.data / "graf").is_dir():
-        sys.exit(f"benchmark data not found at {a.data}: pass --data pointing at shared/data")
+    require_data(a.data)
     torch.set_num_threads(2)
     cv2.setNumThreads(2)
     results: dict[str, dict[str, float]] = {}

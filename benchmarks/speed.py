@@ -11,9 +11,7 @@ ALIKED+LightGlue's s/pair (issue 6: imamatch ≤ 1/5). Writes ``results/speed.md
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench_shared import LONG_SIDE, imamatch_method, parse_settings, sift_method, warm_up
+from bench_shared import (LONG_SIDE, data_arguments, imamatch_method, parse_settings, require_data, sift_method,
+                          warm_up)
 from imamatch import IMAMatch
 from imamatch.eval.suite import benchmark_pairs
 
@@ -30,17 +29,14 @@ REFERENCE = "ALIKED + LightGlue"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "speed.md")
+    ap = data_arguments(__doc__, "speed.md")
     ap.add_argument("--weights", nargs="*", default=[], help="more imamatch weights files to time")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE,...",
                     help="also time imamatch (shipped weights) with these MatcherConfig settings (repeatable)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    if not (a.data / "graf").is_dir():
-        sys.exit(f"benchmark data not found at {a.data}: pass --data pointing at shared/data")
+    require_data(a.data)
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     from peers import peer_factories

@@ -115,7 +115,7 @@ def deep_loss(teacher: LocalFeatureBackbone, block4: nn.Module, x: torch.Tensor)
     """Relative squared errors of the student block 4 against the teacher's, on the teacher's block 3, and of the
     projection the coarse features take from it. ``x``: ``(B, 1, H, W)``, H and W multiples of 32."""
     with torch.no_grad():
-        fine, x3_in = teacher.half_res(x)
+        _, x3_in = teacher.half_res(x)
         x4_in = F.avg_pool2d(teacher.block3(x3_in), 4, ceil_mode=True)
         t4 = teacher.block4(x4_in)
         targets = [t4, F.selu(teacher.proj[3](t4))]
@@ -168,12 +168,12 @@ def distil_deep(photos: str | Path, teacher_path: str | Path, out: str | Path, s
     deformable block 4 (1/32) of the network in ``teacher_path`` and write the network with it (``deep=kind``) to
     ``out``. Large crops: the deformable offsets' bound grows with the map."""
     _check_crop(crop, 32)
+    if kind not in DEEP_DILATION:
+        raise ValueError(f"kind must be one of {sorted(DEEP_DILATION)}, got {kind!r}")
     tensors, conf, teacher = _teacher(teacher_path)
     if conf.deep != "aliked":
         raise ValueError(f"{teacher_path}: the teacher must have ALIKED's deformable block 4 (deep='aliked')")
     torch.manual_seed(seed)
-    if kind not in DEEP_DILATION:
-        raise ValueError(f"kind must be one of {sorted(DEEP_DILATION)}, got {kind!r}")
     _, _, c3, c4 = teacher.widths
     student = PlainBlock3(c3, c4, DEEP_DILATION[kind])
     loss = lambda x: deep_loss(teacher, student, x)  # noqa: E731
