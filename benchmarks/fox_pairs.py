@@ -2,6 +2,7 @@
 
     python benchmarks/fox_pairs.py [--data ../shared/data] [--out benchmarks/results/fox_pairs.md] [--no-peers]
                                    [--set KEY=VALUE,...]   # also imamatch with these MatcherConfig settings
+                                   [--weights FILE]        # also imamatch with these weights (e.g. a distilled file)
 
 For each of the 40 fixed pairs (3–60° apart) and each method: matches, the share of them within 2 px (RMS of the
 two point-to-epipolar-line distances) of the ground-truth epipolar geometry, the share that one homography explains
@@ -54,6 +55,8 @@ def main() -> None:
     ap = fox_arguments(__doc__, "fox_pairs.md")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE,...",
                     help="also imamatch (shipped weights) with these MatcherConfig settings (repeatable)")
+    ap.add_argument("--weights", action="append", default=[], type=Path, metavar="FILE",
+                    help="also imamatch with these weights, default settings (repeatable): row 'imamatch (FILE's name)'")
     a = ap.parse_args()
     torch.set_num_threads(2)
     frames = load_posed(a.data / "fox")
@@ -61,6 +64,7 @@ def main() -> None:
     methods = {"imamatch": imamatch_method(IMAMatch.from_pretrained())}
     methods.update({f"imamatch ({spec})": imamatch_method(IMAMatch.from_pretrained(**parse_settings(spec)))
                     for spec in a.set})
+    methods.update({f"imamatch ({w.stem})": imamatch_method(IMAMatch(weights=w)) for w in a.weights})
     methods["SIFT"] = sift_method(LONG_SIDE)
     if not a.no_peers:
         from peers import peer_factories
@@ -114,7 +118,7 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     rot = [r["rotation"] for r in rows]
-    for m, marker in zip(names, "os^vD"):
+    for m, marker in zip(names, "os^vDPX*h"):
         ax.scatter(rot, [max(r[m]["pose_err"], 0.05) for r in rows], marker=marker, label=m, alpha=0.75)
     ax.axhline(FAILED_DEG, color="grey", lw=0.8, ls="--")
     ax.set(yscale="log", xlabel="relative rotation (°)", ylabel="pose error (°), median of 5 RANSAC runs",
