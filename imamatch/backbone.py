@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform import DeformConv3x3
-from .layout import GELU, selu
+from .layout import GELU
 from .strips import paste_rows, strip_ranges
 
 
@@ -58,7 +58,7 @@ class _PlainBlock(nn.Module):
         self.a, self.b = _ConvBN(cin, cout, False), _ConvBN(cout, cout, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return selu(self.b(selu(self.a(x))))
+        return F.selu(self.b(F.selu(self.a(x))))
 
 
 class _ResidualBlock(nn.Module):
@@ -68,7 +68,7 @@ class _ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return selu(self.b(selu(self.a(x))) + self.skip(x))
+        return F.selu(self.b(F.selu(self.a(x))) + self.skip(x))
 
 
 class SpaceToDepthStem(nn.Module):
@@ -102,7 +102,7 @@ class LiteBlock2(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return selu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))) + self.skip(x))
+        return F.selu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))) + self.skip(x))
 
 
 class PlainBlock3(nn.Module):
@@ -117,7 +117,7 @@ class PlainBlock3(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return selu(self.b(F.relu(self.a(x))) + self.skip(x))
+        return F.selu(self.b(F.relu(self.a(x))) + self.skip(x))
 
 
 DEEP_DILATION = {"plain": 1, "dilated": 3}  # the plain stand-ins for block 4: their second convolution's dilation
@@ -161,7 +161,7 @@ class LocalFeatureBackbone(nn.Module):
         fine, x3_in = self.half_res(image)
         x3 = self.block3(x3_in)
         x4 = self.block4(F.avg_pool2d(x3, 4, ceil_mode=True))
-        p3, p4 = selu(self.proj[2](x3)), selu(self.proj[3](x4))
+        p3, p4 = F.selu(self.proj[2](x3)), F.selu(self.proj[3](x4))
         h3, w3 = p3.shape[-2:]
         coarse = torch.cat([
             F.avg_pool2d(fine, 4), p3,  # fine = [p1, p2] at 1/2
@@ -207,7 +207,7 @@ class LocalFeatureBackbone(nn.Module):
         x1 = self.first_block(image, lo, hi)
         x2 = self.block2(x1)[:, :, r0 - lo:r1 - lo]
         x1 = x1[:, :, r0 - lo:r1 - lo]
-        return selu(self.proj[0](x1)), selu(self.proj[1](x2)), F.avg_pool2d(x2, 4)
+        return F.selu(self.proj[0](x1)), F.selu(self.proj[1](x2)), F.avg_pool2d(x2, 4)
 
     @staticmethod
     def aliked_key_map(key: str) -> str | None:
