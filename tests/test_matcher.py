@@ -243,12 +243,13 @@ def test_coarse_only_first_pass_is_redone_in_full_when_pre_alignment_fails(monke
 
 def test_fine_maps_only_around_the_coarse_matches_give_the_same_matches(monkeypatch):
     """At inference the fine maps are computed only where fine matching reads them (image 0's matched cells,
-    image 1's and two cells around them): the matches equal those on the whole maps up to rounding."""
+    image 1's and two cells around them): the matches equal those on the whole maps up to rounding. The
+    photometric polish is off: its Gauss-Newton steps can turn the maps' ~1e-4 px rounding into a few 1e-3 px."""
     from imamatch import IMAMatch
 
     img0, img1, _ = _strong_perspective()
     img1 = img1[:400]  # part of image 0 has no counterpart: fewer cells matched
-    m = IMAMatch.from_pretrained(prealign_below=None)
+    m = IMAMatch.from_pretrained(prealign_below=None, subpixel=False)
     some = m.match(img0, img1)
     full_maps = m.net.fine_maps
     monkeypatch.setattr(m.net, "fine_maps", lambda att, i0, i1, matches=None: full_maps(att, i0, i1))
