@@ -1,9 +1,8 @@
 """Elementwise ops on channels-last maps, run on their contiguous ``(B, H, W, C)`` view.
 
-PyTorch 2.13's CPU GELU kernel takes a slower path on a 4-D channels-last tensor than on the same memory seen as
-a contiguous ``(B, H, W, C)`` tensor (1.1-1.4× in session 21, ~2× when first measured at 16×140×640); the values
-differ by ~1e-6. SELU needs no such help: ``F.selu`` is as fast on either layout, and 1.4-4.5× faster than the
-six-pass ``exp2`` version the backbone used before session 21 (``benchmarks/results/speed_probes_s21.md``).
+PyTorch 2.13's CPU GELU kernel takes a 1.1-2× slower path on a 4-D channels-last tensor than on the same memory
+seen as a contiguous ``(B, H, W, C)`` tensor; the values differ by ~1e-6. (``F.selu`` is as fast on either layout:
+the backbone calls it directly.)
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
 
 def pointwise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``fn(x)`` for an elementwise ``fn``; a channels-last ``(B, C, H, W)`` ``x`` goes through its
