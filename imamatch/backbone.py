@@ -58,7 +58,7 @@ class _PlainBlock(nn.Module):
         self.a, self.b = _ConvBN(cin, cout, False), _ConvBN(cout, cout, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.selu(self.b(F.selu(self.a(x))))
+        return F.selu(self.b(F.selu(self.a(x), inplace=True)), inplace=True)
 
 
 class _ResidualBlock(nn.Module):
@@ -68,7 +68,7 @@ class _ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.selu(self.b(F.selu(self.a(x))) + self.skip(x))
+        return F.selu(self.b(F.selu(self.a(x), inplace=True)).add_(self.skip(x)), inplace=True)
 
 
 class SpaceToDepthStem(nn.Module):
@@ -85,7 +85,7 @@ class SpaceToDepthStem(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` → ``(B, cout, H/2, W/2)``."""
-        return self.out(F.relu(self.mix(F.relu(self.conv(F.pixel_unshuffle(image, 2))))))
+        return self.out(F.relu(self.mix(F.relu(self.conv(F.pixel_unshuffle(image, 2)), inplace=True)), inplace=True))
 
 
 class LiteBlock2(nn.Module):
@@ -102,7 +102,7 @@ class LiteBlock2(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.selu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))) + self.skip(x))
+        return F.selu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x)), inplace=True))).add_(self.skip(x)), inplace=True)
 
 
 class PlainBlock3(nn.Module):
@@ -117,7 +117,7 @@ class PlainBlock3(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.selu(self.b(F.relu(self.a(x))) + self.skip(x))
+        return F.selu(self.b(F.relu(self.a(x), inplace=True)).add_(self.skip(x)), inplace=True)
 
 
 DEEP_DILATION = {"plain": 1, "dilated": 3}  # the plain stand-ins for block 4: their second convolution's dilation
@@ -138,6 +138,7 @@ class LocalFeatureBackbone(nn.Module):
     coarse_dim = 128
     skip_dims = {2: 64}
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) 1/2 skip
+    strip_rows: int = 128                       # half-res rows per strip at inference (MatcherConfig.strip_rows)
 
     def __init__(self, stem: str = "aliked", mid: str = "aliked", deep: str = "aliked") -> None:
         super().__init__()
@@ -161,7 +162,7 @@ class LocalFeatureBackbone(nn.Module):
         fine, x3_in = self.half_res(image)
         x3 = self.block3(x3_in)
         x4 = self.block4(F.avg_pool2d(x3, 4, ceil_mode=True))
-        p3, p4 = F.selu(self.proj[2](x3)), F.selu(self.proj[3](x4))
+        p3, p4 = F.selu(self.proj[2](x3), inplace=True), F.selu(self.proj[3](x4), inplace=True)
         h3, w3 = p3.shape[-2:]
         coarse = torch.cat([
             F.avg_pool2d(fine, 4), p3,  # fine = [p1, p2] at 1/2
@@ -169,12 +170,14 @@ class LocalFeatureBackbone(nn.Module):
         ], dim=1)
         return BackboneOutput(coarse, {2: fine})
 
-    def half_res(self, image: torch.Tensor, strip: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    def half_res(self, image: torch.Tensor, strip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Blocks 1 and 2 and their projections: the 1/2 skip ``[p1, p2]`` ``(B, 64, H/2, W/2)`` and block 2's
         output pooled to 1/8 ``(B, 32, H/8, W/8)``. The full-resolution block is average-pooled to 1/2 before its
         projection (4× cheaper than ALIKED). Without autograd, computed in horizontal strips of ``strip`` half-res
         rows (a multiple of 4), each read with the halo its 3×3 convs need (2 rows at each resolution), so the
-        result is the same and the full-resolution and block-2 maps never exist whole."""
+        result is the same and the full-resolution and block-2 maps never exist whole (default
+        :attr:`strip_rows`)."""
+        strip = strip or self.strip_rows
         h2 = image.shape[-2] // 2
         if torch.is_grad_enabled() or h2 <= strip:
             p1, p2, pooled = self._half_res_rows(image, 0, h2, 0, h2)
@@ -207,7 +210,7 @@ class LocalFeatureBackbone(nn.Module):
         x1 = self.first_block(image, lo, hi)
         x2 = self.block2(x1)[:, :, r0 - lo:r1 - lo]
         x1 = x1[:, :, r0 - lo:r1 - lo]
-        return F.selu(self.proj[0](x1)), F.selu(self.proj[1](x2)), F.avg_pool2d(x2, 4)
+        return F.selu(self.proj[0](x1), inplace=True), F.selu(self.proj[1](x2), inplace=True), F.avg_pool2d(x2, 4)
 
     @staticmethod
     def aliked_key_map(key: str) -> str | None:

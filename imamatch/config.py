@@ -68,6 +68,9 @@ class MatcherConfig:
     # starts from the coarse matches (no fine maps, fine matching, polish for it; None: always the full pass)
     prealign_coarse_below: float | None = 0.15
     # inference memory
+    strip_rows: int = 128             # 1/2-res rows per strip of the backbone and top-down at inference (a multiple
+                                      # of 4): fewer, lower peak memory; more, fewer and larger ops (each op
+                                      # pays ~40 µs of thread start-up; 64 → 128: 0.95-0.97× the time, +15 MiB)
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     attention_bf16: bool = False      # the attention layers in bfloat16 where the CPU multiplies it natively
                                       # (AVX512-BF16 / AMX; elsewhere float32): faster, features within ~5e-3

@@ -77,6 +77,7 @@ class TopDown(nn.Module):
     stem on the raw pixels, space-to-depth 2×2, for pixel-level detail), then depthwise-separable blocks."""
 
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) output
+    strip_rows: int = 128                       # rows per strip at inference (MatcherConfig.strip_rows)
 
     def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2,
                  pixel_stem: bool = True) -> None:
@@ -91,12 +92,14 @@ class TopDown(nn.Module):
         self.blocks = nn.Sequential(*[DWBlock(out_dim) for _ in range(n_blocks)])
 
     def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor], image: torch.Tensor,
-                strip: int = 64, cells: torch.Tensor | None = None) -> torch.Tensor:
+                strip: int | None = None, cells: torch.Tensor | None = None) -> torch.Tensor:
         """``coarse`` ``(B, C, H/8, W/8)``, ``skips`` by stride, ``image`` ``(B, 1, H, W)`` → ``(B, Cf, H/2, W/2)``.
-        Without autograd the finest level is computed in horizontal strips of ``strip`` rows, each read with
-        the halo its 3×3 convs need (same result; its full-size intermediates never exist whole).
+        Without autograd the finest level is computed in horizontal strips of ``strip`` rows (default
+        :attr:`strip_rows`), each read with the halo its 3×3 convs need (same result; its full-size intermediates
+        never exist whole).
         ``cells`` ``(B, H/8, W/8)`` bool (inference): only the 1/8 cells marked in some batch item are needed; each
         strip is then computed over the columns of its marked cells only (with the halo), the rest left zero."""
+        strip = strip or self.strip_rows
         x = self.top(coarse)
         *outer, last = self.strides
         for s in outer:
@@ -188,6 +191,8 @@ class IMAMatchNet(nn.Module):
 
     def __init__(self, conf: MatcherConfig) -> None:
         super().__init__()
+        if conf.strip_rows <= 0 or conf.strip_rows % 4:
+            raise ValueError(f"strip_rows must be a positive multiple of 4, got {conf.strip_rows}")
         self.conf = conf
         self.backbone = make_backbone(conf.backbone, conf.stem, conf.mid, conf.deep)
         cdim = self.backbone.coarse_dim
@@ -207,6 +212,7 @@ class IMAMatchNet(nn.Module):
         # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
         for mod in (self.backbone, self.top_down):
             mod.store_dtype = torch.float16 if conf.store_fp16 else torch.float32
+            mod.strip_rows = conf.strip_rows
         if conf.attention_bf16 and native_bf16():
             self.transformer.compute_dtype = torch.bfloat16
         self.fine = FineMatcher(conf.fine_dim, conf.fine_window, conf.fine_bound,

@@ -96,13 +96,32 @@ def test_half_precision_storage_keeps_the_matches(matcher):
     assert matcher.conf.store_fp16
     half = matcher.match(left, right)
     full = IMAMatch.from_pretrained(store_fp16=False).match(left, right)
-    assert abs(len(half["keypoints0"]) - len(full["keypoints0"])) < 0.01 * len(full["keypoints0"])
-    common = {tuple(k) for k in np.round(full["keypoints0"], 3)} & {tuple(k) for k in np.round(half["keypoints0"], 3)}
-    assert len(common) > 0.98 * len(full["keypoints0"])
-    idx = {tuple(k): i for i, k in enumerate(np.round(full["keypoints0"], 3))}
-    pairs = [(idx[tuple(k)], i) for i, k in enumerate(np.round(half["keypoints0"], 3)) if tuple(k) in idx]
-    moved = np.hypot(*(full["keypoints1"][[a for a, _ in pairs]] - half["keypoints1"][[b for _, b in pairs]]).T)
+    moved = _moved_between(full, half, min_common=0.98)
     assert np.median(moved) < 0.01 and np.mean(moved < 0.1) > 0.98
+
+
+def _moved_between(a: dict, b: dict, min_common: float) -> np.ndarray:
+    """Two results of one pair: asserts about the same matches (image-0 keypoints equal to 1e-3 px for at least
+    ``min_common`` of ``a``'s) and returns how far their image-1 keypoints lie apart (px)."""
+    assert abs(len(b["keypoints0"]) - len(a["keypoints0"])) < 0.01 * len(a["keypoints0"])
+    idx = {tuple(k): i for i, k in enumerate(np.round(a["keypoints0"], 3))}
+    pairs = [(idx[tuple(k)], i) for i, k in enumerate(np.round(b["keypoints0"], 3)) if tuple(k) in idx]
+    assert len(pairs) > min_common * len(a["keypoints0"])
+    return np.hypot(*(a["keypoints1"][[i for i, _ in pairs]] - b["keypoints1"][[j for _, j in pairs]]).T)
+
+
+def test_strip_rows_change_the_memory_not_the_matches(matcher):
+    """``strip_rows`` sets how many 1/2-res rows the backbone and top-down compute at a time: 8-row strips (28 on
+    this pair, 224 rows) and the default (two) give the same matches up to float rounding; bad values are refused."""
+    from imamatch import IMAMatch
+
+    left, right, _ = data.stereo_motorcycle()
+    narrow = IMAMatch.from_pretrained(strip_rows=8)
+    assert narrow.net.backbone.strip_rows == narrow.net.top_down.strip_rows == 8
+    moved = _moved_between(matcher.match(left, right), narrow.match(left, right), min_common=0.99)
+    assert np.median(moved) < 1e-3 and np.mean(moved < 0.05) > 0.99
+    with pytest.raises(ValueError, match="strip_rows"):
+        IMAMatch.from_pretrained(strip_rows=30)
 
 
 def test_large_jpeg_keypoints_are_in_the_file_pixels(matcher, tmp_path):
