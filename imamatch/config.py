@@ -27,6 +27,7 @@ class MatcherConfig:
     fine_hidden: int | None = None    # width of the fine heads' layers (None: fine_dim)
     fine_blocks: int = 2              # depthwise-separable blocks at 1/2 resolution after the top-down merge
     pixel_stem: bool = True           # small conv stem on the raw pixels merged into the 1/2-res fine features
+    fine_smooth: bool = True          # a depthwise-separable block after each top-down merge (False: linear merges)
     # coarse matching
     temperature: float = 0.1
     coarse_threshold: float = 0.2
@@ -104,7 +105,7 @@ class MatcherConfig:
 
 ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "deep", "dim", "heads", "n_blocks", "scales", "focus_power",
                        "separable_qkv", "ffn_ratio", "match_dim", "fine_dim", "fine_hidden", "fine_blocks",
-                       "pixel_stem", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
+                       "pixel_stem", "fine_smooth", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

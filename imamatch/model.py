@@ -80,7 +80,7 @@ class TopDown(nn.Module):
     strip_rows: int = 128                       # rows per strip at inference (MatcherConfig.strip_rows)
 
     def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2,
-                 pixel_stem: bool = True) -> None:
+                 pixel_stem: bool = True, smooth: bool = True) -> None:
         super().__init__()
         self.strides = sorted(skip_dims, reverse=True)
         self.top = nn.Conv2d(coarse_dim, out_dim, 1)
@@ -88,7 +88,8 @@ class TopDown(nn.Module):
                                         GELU()) if pixel_stem else None
         extra = {s: (32 if s == 2 and pixel_stem else 0) for s in skip_dims}
         self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c + extra[s], out_dim, 1) for s, c in skip_dims.items()})
-        self.smooth = nn.ModuleDict({str(s): DWBlock(out_dim) for s in skip_dims})
+        # each level's merge smoothed by a depthwise-separable block (``smooth`` False: none, a linear merge)
+        self.smooth = nn.ModuleDict({str(s): DWBlock(out_dim) if smooth else nn.Identity() for s in skip_dims})
         self.blocks = nn.Sequential(*[DWBlock(out_dim) for _ in range(n_blocks)])
 
     def forward(self, coarse: torch.Tensor, skips: dict[int, torch.Tensor], image: torch.Tensor,
@@ -109,7 +110,8 @@ class TopDown(nn.Module):
         if torch.is_grad_enabled() or (h <= strip and cells is None):
             return self.blocks(self.smooth[str(last)](self._merge(last, x, skip, image, 0, h)))
         stem = last == 2 and self.pixel_stem is not None
-        halo = (2 if stem else 0) + 1 + len(self.blocks)  # the 3×3 convs of the pixel stem, smoothing and blocks
+        smoothing = int(isinstance(self.smooth[str(last)], DWBlock))
+        halo = (2 if stem else 0) + smoothing + len(self.blocks)  # the 3×3 convs of the pixel stem, smoothing, blocks
         out = None
         if cells is not None:
             cell = h // cells.shape[-2]  # half-res pixels per 1/8 cell
@@ -208,7 +210,8 @@ class IMAMatchNet(nn.Module):
                                              conf.focus_power, conf.separable_qkv, conf.ffn_ratio)
         # coarse matching on fewer channels than the attention (its similarity is the costliest product)
         self.match_proj = nn.Linear(conf.dim, conf.match_dim, bias=False) if conf.match_dim else None
-        self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim, conf.fine_blocks, conf.pixel_stem)
+        self.top_down = TopDown(conf.dim, self.backbone.skip_dims, conf.fine_dim, conf.fine_blocks, conf.pixel_stem,
+                                conf.fine_smooth)
         # strip-wise inference stores the 1/2-res maps in half precision (computed in float32, read back as such)
         for mod in (self.backbone, self.top_down):
             mod.store_dtype = torch.float16 if conf.store_fp16 else torch.float32

@@ -32,19 +32,20 @@ def test_upsample_window_equals_interpolate():
         upsample_rows(x, (19, 28), 0, 5, 2, 9)
 
 
-def _random_top_down(skip_dims, blocks, stem):
+def _random_top_down(skip_dims, blocks, stem, smooth=True):
     torch.manual_seed(0)
-    td = TopDown(coarse_dim=16, skip_dims=skip_dims, out_dim=8, n_blocks=blocks, pixel_stem=stem).eval()
+    td = TopDown(coarse_dim=16, skip_dims=skip_dims, out_dim=8, n_blocks=blocks, pixel_stem=stem,
+                 smooth=smooth).eval()
     for p in td.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return td
 
 
-@pytest.mark.parametrize("blocks,stem", [(2, True), (0, False)])
-def test_marked_cells_equal_the_whole_map_there(blocks, stem):
+@pytest.mark.parametrize("blocks,stem,smooth", [(2, True, True), (0, False, True), (0, False, False)])
+def test_marked_cells_equal_the_whole_map_there(blocks, stem, smooth):
     """Only the marked 1/8 cells (of any batch item) are computed, column windows per strip: equal to the whole
-    map on them, zero on the rows of strips without any."""
-    td = _random_top_down({2: 8}, blocks, stem)
+    map on them, zero on the rows of strips without any (also with linear merges, ``smooth`` False: no halo)."""
+    td = _random_top_down({2: 8}, blocks, stem, smooth)
     h, w = 96, 80
     coarse = torch.randn(2, 16, h // 8, w // 8)
     skips = {2: torch.randn(2, 8, h // 2, w // 2)}
@@ -60,11 +61,13 @@ def test_marked_cells_equal_the_whole_map_there(blocks, stem):
     assert (some[:, :, 32:] == 0).all() and not (some[:, :, :16] == 0).all()
 
 
-@pytest.mark.parametrize("blocks,stem", [(2, True), (0, True), (0, False), (1, False)])
+@pytest.mark.parametrize("blocks,stem,smooth", [(2, True, True), (0, True, True), (0, False, True), (1, False, True),
+                                               (0, False, False), (1, True, False)])
 @pytest.mark.parametrize("skip_dims", [{2: 8}, {4: 6, 2: 8}])
-def test_strips_equal_the_whole_map(skip_dims, blocks, stem):
-    """Also without the 1/2-res blocks or the pixel stem (their 3×3 convs set the strips' halo)."""
-    td = _random_top_down(skip_dims, blocks, stem)
+def test_strips_equal_the_whole_map(skip_dims, blocks, stem, smooth):
+    """Also without the 1/2-res blocks, the pixel stem or the smoothing blocks (their 3×3 convs set the strips'
+    halo)."""
+    td = _random_top_down(skip_dims, blocks, stem, smooth)
     h, w = 64, 48
     coarse = torch.randn(1, 16, h // 8, w // 8)
     skips = {s: torch.randn(1, c, h // s, w // s) for s, c in skip_dims.items()}

@@ -114,3 +114,28 @@ def test_train_only_the_named_parts_leaves_the_rest_bit_for_bit(tmp_path):
     with pytest.raises(ValueError, match="no parameters to train"):
         train(TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "none"), steps=1, batch=1,
                           size=128, init=str(SHIPPED["fast"]), train_only=("nothing.",)))
+
+
+def test_a_batch_without_fine_supervision_is_skipped_not_fatal(tmp_path, monkeypatch):
+    """With only the fine stages trained, a batch whose homography moves image 0 out of image 1's view has no fine
+    supervision: its loss (the coarse part only) carries no gradient. Training steps over it (session 22: a
+    3 000-step fine-tune stopped at step 2 290 on such a batch) and leaves the weights as they were."""
+    import numpy as np
+    from skimage import data
+
+    import imamatch.train.trainer as trainer
+    from imamatch.api import SHIPPED
+
+    img = torch.from_numpy(data.camera()[:128, :128].astype(np.float32) / 255)[None, None]
+    away = torch.tensor([[1.0, 0.0, 500.0], [0.0, 1.0, 500.0], [0.0, 0.0, 1.0]])[None]  # far outside 128 × 128
+    batch = {"image0": img, "image1": img.flip(-1).contiguous(), "H": away}
+    monkeypatch.setattr(trainer, "_data", lambda cfg, rank, world, step: iter(lambda: dict(batch), None))
+    ship, _, _ = read_weights(SHIPPED["fast"])
+    cfg = TrainConfig(folders=[str(bundled_photo_folder())], out=str(tmp_path / "run"), steps=2, batch=1,
+                      size=128, ckpt_every=2, warmup=1, seed=5, init=str(SHIPPED["fast"]), lr=1e-3,
+                      train_only=("fine.", "top_down."))
+    tuned, _, meta = read_weights(train(cfg))
+    assert meta["step"] == "2"
+    assert all(torch.equal(tuned[k].float(), ship[k].float()) for k in tuned)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps[-1]["positives"] == 0

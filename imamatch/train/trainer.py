@@ -347,7 +347,9 @@ def train(cfg: TrainConfig) -> Path:
         with autocast:
             loss, stats = model(_to(next(it), device), gen)
         opt.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
+        # a batch can carry no gradient: e.g. with only the fine stages trained (``train_only``), a batch without
+        # fine supervision leaves just the coarse loss, which does not depend on them
+        if torch.isfinite(loss) and loss.requires_grad:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
