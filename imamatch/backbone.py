@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import MatcherConfig
 from .deform import DeformConv3x3
 from .layout import GELU
 from .strips import paste_rows, strip_ranges
@@ -138,7 +139,7 @@ class LocalFeatureBackbone(nn.Module):
     coarse_dim = 128
     skip_dims = {2: 64}
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) 1/2 skip
-    strip_rows: int = 128                       # half-res rows per strip at inference (MatcherConfig.strip_rows)
+    strip_rows: int = MatcherConfig.strip_rows  # half-res rows per strip at inference
 
     def __init__(self, stem: str = "aliked", mid: str = "aliked", deep: str = "aliked") -> None:
         super().__init__()

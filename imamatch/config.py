@@ -71,7 +71,7 @@ class MatcherConfig:
     # inference memory
     strip_rows: int = 128             # 1/2-res rows per strip of the backbone and top-down at inference (a multiple
                                       # of 4): fewer, lower peak memory; more, fewer and larger ops (each op
-                                      # pays ~40 µs of thread start-up; 64 → 128: 0.95-0.97× the time, +15 MiB)
+                                      # pays ~40 µs of thread start-up; 64 → 128: 0.96-0.97× the time, +25 MiB)
     store_fp16: bool = True           # keep the 1/2-res maps (backbone skip, fine features) in float16 at inference
     attention_bf16: bool = False      # the attention layers in bfloat16 where the CPU multiplies it natively
                                       # (AVX512-BF16 / AMX; elsewhere float32): faster, features within ~5e-3

@@ -77,7 +77,7 @@ class TopDown(nn.Module):
     stem on the raw pixels, space-to-depth 2×2, for pixel-level detail), then depthwise-separable blocks."""
 
     store_dtype: torch.dtype = torch.float32  # of the strip-wise (inference) output
-    strip_rows: int = 128                       # rows per strip at inference (MatcherConfig.strip_rows)
+    strip_rows: int = MatcherConfig.strip_rows  # rows per strip at inference
 
     def __init__(self, coarse_dim: int, skip_dims: dict[int, int], out_dim: int, n_blocks: int = 2,
                  pixel_stem: bool = True, smooth: bool = True) -> None:
