@@ -50,6 +50,10 @@ class IMAMatch:
             self.weights_info = {}
             warnings.warn("IMAMatch built without weights: the network is untrained", stacklevel=2)
         self.conf = conf.replace(**overrides)
+        for key in ("resize", "prealign_resize"):
+            side = getattr(self.conf, key)
+            if side is not None and (not isinstance(side, int) or side < 8):
+                raise ValueError(f"{key} must be None (keep the size) or a long side of at least 8 px, got {side!r}")
         self.device = torch.device(device)
         # channels-last convolutions: 15 % faster on CPU, same results
         self.net = IMAMatchNet(self.conf).eval().to(self.device, memory_format=torch.channels_last)
@@ -95,10 +99,11 @@ class IMAMatch:
             raise ValueError("give both K0 and K1 to estimate the relative pose")
         if K0 is not None:
             K0, K1 = _intrinsics(K0, "K0"), _intrinsics(K1, "K1")
-        side = self.conf.resize
-        g0, full0 = to_gray_sized(image0, "image0", side)
-        g1, full1 = to_gray_sized(image1, "image1", side)
         c = self.conf
+        # files are decoded at (at least) the largest size a pass needs
+        decode = c.resize if c.resize is None or c.prealign_resize is None else max(c.resize, c.prealign_resize)
+        g0, full0 = to_gray_sized(image0, "image0", decode)
+        g1, full1 = to_gray_sized(image1, "image1", decode)
         shortcut = c.prealign_coarse_below if c.prealign_below is not None and c.prealign_passes > 0 else None
         first = self._match_gray(g0, g1, coarse_only_below=shortcut)
         first.result["prealigned"] = False
@@ -122,7 +127,7 @@ class IMAMatch:
         result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
         result["keypoints1"] = _rescale(result["keypoints1"], g1.shape, full1)
         if K0 is not None:
-            px_full = first.px * max(full0[0] / g0.shape[0], full1[0] / g1.shape[0])
+            px_full = best.px * max(full0[0] / g0.shape[0], full1[0] / g1.shape[0])
             pose = estimate_relative_pose(result["keypoints0"], result["keypoints1"], K0, K1,
                                           confidence=result["confidence"], refine=refine_pose,
                                           threshold_px=px_full)  # 1 px where we matched
@@ -132,13 +137,13 @@ class IMAMatch:
 
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None,
                     features0: BackboneOutput | None = None, coarse_only_below: float | None = None,
-                    self0: torch.Tensor | None = None) -> "_Pass":
+                    self0: torch.Tensor | None = None, side: int | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
         ``features0``, ``self0``: image 0's backbone and first self-attention outputs from an earlier pass
-        (same ``g0``); ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse matches
-        only)."""
-        side = self.conf.resize
+        (same ``g0`` and ``side``); ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse
+        matches only); ``side``: the long side the network sees (None: ``resize``)."""
+        side = side or self.conf.resize
         p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
         valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
         with torch.inference_mode():
@@ -169,7 +174,7 @@ class IMAMatch:
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
-        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]))
+        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]), side)
 
     def _hard(self, result: dict[str, Any]) -> bool:
         """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
@@ -179,8 +184,8 @@ class IMAMatch:
     def _prealigned(self, g0: np.ndarray, g1: np.ndarray, prev: "_Pass") -> "_Pass | None":
         """Another pass for hard pairs: image 1 warped onto image 0 by the homography that the previous pass's
         matches support (its coarse matches', one cell tolerance, when too few fine ones survived), matched
-        again (image 0's backbone features reused); keypoints and coarse cell centres mapped back into image 1.
-        None when no homography is found."""
+        again at ``prealign_resize`` (image 0's backbone features reused when that is the previous pass's size);
+        keypoints and coarse cell centres mapped back into image 1. None when no homography is found."""
         px = prev.px
         H = prealign_homography(prev.result["keypoints0"], prev.result["keypoints1"], g0.shape,
                                 threshold_px=3 * px)
@@ -196,14 +201,18 @@ class IMAMatch:
         if front is not None:  # what lies behind the horizon maps onto image 1 mirrored: blank and masked
             warped[~front] = 0
             cover[~front] = 0
-        again = self._match_gray(g0, warped, cover, prev.features0, self0=prev.self0)
+        side = self.conf.prealign_resize or self.conf.resize
+        same = side == prev.side  # image 0's features can be reused at the same size only
+        again = self._match_gray(g0, warped, cover, prev.features0 if same else None,
+                                 self0=prev.self0 if same else None, side=side)
         k1 = _transform(again.result["keypoints1"], H)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
         result = {k: v[inside] if _per_match(v) else v for k, v in again.result.items()}
         result["keypoints1"] = k1[inside]
         result["prealigned"] = True
-        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), prev.features0, prev.self0,
-                     again.coarse_only)
+        px = px if same else again.px  # one matching pixel, in the arrays' pixels
+        return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), again.features0,
+                     again.self0, again.coarse_only, side)
 
 
 @dataclass
@@ -211,7 +220,8 @@ class _Pass:
     """One pass of :meth:`IMAMatch._match_gray`: the result (keypoints in the arrays' pixels, sorted by
     confidence), the size of one matching-resolution pixel in the arrays' pixels, the coarse matches' cell
     centres ``(M, 2)`` in each array's pixels, image 0's backbone and first self-attention outputs (for another
-    pass), and whether it stopped after coarse matching (a hard pair: no fine matches)."""
+    pass), whether it stopped after coarse matching (a hard pair: no fine matches), and the long side the network
+    saw."""
 
     result: dict[str, Any]
     px: float
@@ -219,6 +229,7 @@ class _Pass:
     features0: BackboneOutput
     self0: torch.Tensor | None = None
     coarse_only: bool = False
+    side: int | None = None
 
 
 def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int, int], threshold_px: float,

@@ -150,6 +150,9 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
                         "this share of that pass's fine queries survive (default 0.15; 0: never)")
     p.add_argument("--prealign-passes", type=int, default=None,
                    help="at most this many pre-aligned passes, each from the previous one's matches (default 2)")
+    p.add_argument("--prealign-resize", type=int, default=None,
+                   help="long side of the pre-aligned passes (default: --resize); e.g. --resize 512 "
+                        "--prealign-resize 640: easy pairs at 512, hard ones (wide baselines) at 640")
 
 
 def _matcher(a: argparse.Namespace):
@@ -172,6 +175,8 @@ def _matcher(a: argparse.Namespace):
         if a.prealign_passes < 0:
             raise ValueError(f"--prealign-passes must be >= 0, got {a.prealign_passes}")
         over["prealign_passes"] = a.prealign_passes
+    if a.prealign_resize is not None:
+        over["prealign_resize"] = a.prealign_resize
     if a.weights and a.weights not in SHIPPED:
         return IMAMatch(weights=a.weights, **over)
     return IMAMatch.from_pretrained(a.weights or "fast", **over)

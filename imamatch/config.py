@@ -68,6 +68,8 @@ class MatcherConfig:
     # for sure (easy pairs ≥ 0.17 on the benchmark): it stops after coarse matching, and the pre-aligned pass
     # starts from the coarse matches (no fine maps, fine matching, polish for it; None: always the full pass)
     prealign_coarse_below: float | None = 0.15
+    prealign_resize: int | None = None  # long side of the pre-aligned passes (None: ``resize``); e.g. the first pass
+                                      # (all that easy pairs run) at a lower ``resize`` and hard pairs' passes at 640
     # inference memory
     strip_rows: int = 128             # 1/2-res rows per strip of the backbone and top-down at inference (a multiple
                                       # of 4): fewer, lower peak memory; more, fewer and larger ops (each op

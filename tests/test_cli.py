@@ -24,6 +24,12 @@ def test_missing_image_exits_1_naming_it(tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_bad_matcher_setting_exits_1_naming_it(tmp_path):
+    r = run("demo", "--prealign-resize", "0", "--out", str(tmp_path / "demo.png"))
+    assert r.returncode == 1 and "prealign_resize" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "demo.png").exists()
+
+
 def test_demo_writes_picture_and_matches(tmp_path):
     r = run("demo", "--out", str(tmp_path / "demo.png"), "--save", str(tmp_path / "m.npz"))
     assert r.returncode == 0, r.stderr

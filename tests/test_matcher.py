@@ -212,6 +212,27 @@ def test_graffiti_1to6_needs_the_prealigned_pass(matcher, shared):
     assert homography_corner_error(H, H_gt, 800, 640) < 5.0
 
 
+def test_prealigned_passes_at_their_own_resolution():
+    """``prealign_resize``: the first pass at ``resize`` (320 px here), the pre-aligned pass of the hard pair at
+    512 px, with image 0's features recomputed at that size (those of the first pass do not fit it); the matches
+    still follow the true homography in the images' own pixels."""
+    from imamatch import IMAMatch
+
+    img0, img1, H = _strong_perspective()
+    m = IMAMatch.from_pretrained(resize=320, prealign_resize=512, prealign_below=1.0)
+    first = m._match_gray(img0, img1)
+    again = m._prealigned(img0, img1, first)
+    assert (first.side, again.side) == (320, 512) and first.px == pytest.approx(1.6) and again.px == 1.0
+    assert first.features0.coarse.shape[-2:] == (40, 40) and again.features0.coarse.shape[-2:] == (64, 64)
+    out = m.match(img0, img1)
+    assert out["prealigned"] and len(out["keypoints0"]) > 1000
+    expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
+    assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < 0.5
+    for bad in (0, -640, 12.5):
+        with pytest.raises(ValueError, match="prealign_resize"):
+            IMAMatch.from_pretrained(prealign_resize=bad)
+
+
 def test_prealigned_pass_falls_back_to_the_coarse_matches():
     """When too few fine matches survive for a homography, the coarse matches' cell centres give it."""
     from imamatch import IMAMatch
