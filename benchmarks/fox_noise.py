@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_shared import LONG_SIDE, data_arguments, imamatch_method, parse_settings, require_data  # noqa: E402
@@ -33,11 +34,11 @@ from imamatch.pose import estimate_relative_pose  # noqa: E402
 FAILED_DEG = 10.0
 
 
-def run_once(method, frames, pairs, gray, noise: float, seed: int, trials: int) -> dict:
+def run_once(method, frames, pairs, gray, noise: float, seed: int, trials: int, label: str = "") -> dict:
     """One pass over the pairs; ``seed`` 0: the frames as they are, else noise drawn from that seed."""
     rng = np.random.default_rng(seed)
     errs, failed = [], []
-    for i, j in pairs:
+    for i, j in tqdm(pairs, desc=f"{label} run {seed}", leave=False):
         a, b = gray(i), gray(j)
         if seed:
             a = np.clip(a + rng.normal(0, noise / 255, a.shape).astype(np.float32), 0, 1)
@@ -84,7 +85,7 @@ def main() -> None:
     for name, make in makers.items():
         method = make()
         for seed in range(a.runs):
-            r = run_once(method, frames, pairs, gray, a.noise, seed, a.trials)
+            r = run_once(method, frames, pairs, gray, a.noise, seed, a.trials, name)
             results.setdefault(name, []).append(r)
             print(f"{name} run {seed}: AUC {' / '.join(f'{x:.1f}' for x in r['auc'])}, failed {r['failed']}",
                   file=sys.stderr)
