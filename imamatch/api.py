@@ -52,7 +52,7 @@ class IMAMatch:
         self.conf = conf.replace(**overrides)
         for key in ("resize", "prealign_resize"):
             side = getattr(self.conf, key)
-            if side is not None and (not isinstance(side, int) or side < 8):
+            if side is not None and (not isinstance(side, (int, np.integer)) or isinstance(side, bool) or side < 8):
                 raise ValueError(f"{key} must be None (keep the size) or a long side of at least 8 px, got {side!r}")
         self.device = torch.device(device)
         # channels-last convolutions: 15 % faster on CPU, same results

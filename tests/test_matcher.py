@@ -228,9 +228,10 @@ def test_prealigned_passes_at_their_own_resolution():
     assert out["prealigned"] and len(out["keypoints0"]) > 1000
     expect = cv2.perspectiveTransform(out["keypoints0"][None].astype(np.float64), H)[0]
     assert np.median(np.linalg.norm(out["keypoints1"] - expect, axis=1)) < 0.5
-    for bad in (0, -640, 12.5):
+    for bad in (0, -640, 12.5, True, "640"):
         with pytest.raises(ValueError, match="prealign_resize"):
             IMAMatch.from_pretrained(prealign_resize=bad)
+    assert IMAMatch.from_pretrained(prealign_resize=np.int64(640)).conf.prealign_resize == 640
 
 
 def test_prealigned_pass_falls_back_to_the_coarse_matches():
