@@ -24,14 +24,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_shared import LONG_SIDE, data_arguments, imamatch_method, parse_settings, require_data  # noqa: E402
+from fox_pairs import FAILED_DEG, pose_errors  # noqa: E402
 
 from imamatch import IMAMatch  # noqa: E402
 from imamatch.data.posed import load_posed, relative_pose, select_pairs  # noqa: E402
-from imamatch.eval.metrics import error_auc, pose_error_deg  # noqa: E402
-from imamatch.eval.suite import _gray_frames, pose_threshold_px, shuffled_trials  # noqa: E402
-from imamatch.pose import estimate_relative_pose  # noqa: E402
-
-FAILED_DEG = 10.0
+from imamatch.eval.metrics import error_auc  # noqa: E402
+from imamatch.eval.suite import _gray_frames, pose_threshold_px  # noqa: E402
 
 
 def run_once(method, frames, pairs, gray, noise: float, seed: int, trials: int, label: str = "") -> dict:
@@ -45,11 +43,7 @@ def run_once(method, frames, pairs, gray, noise: float, seed: int, trials: int, 
             b = np.clip(b + rng.normal(0, noise / 255, b.shape).astype(np.float32), 0, 1)
         k0, k1 = (np.asarray(k, np.float64).reshape(-1, 2) for k in method(a, b))
         R, t = relative_pose(frames[i], frames[j])
-        pair_errs = []
-        for order in shuffled_trials(len(k0), trials):
-            est = estimate_relative_pose(k0[order], k1[order], frames[i].K, frames[j].K,
-                                         threshold_px=pose_threshold_px(a.shape), refine=False)
-            pair_errs.append(pose_error_deg(est.R, est.t, R, t) if est.success else float("inf"))
+        pair_errs, _ = pose_errors(k0, k1, frames[i].K, frames[j].K, R, t, trials, pose_threshold_px(a.shape))
         errs += pair_errs
         if np.median(pair_errs) > FAILED_DEG:
             failed.append(f"{i}-{j}")
@@ -75,8 +69,8 @@ def main() -> None:
     pairs = select_pairs(frames)
     gray = _gray_frames(frames)
     makers = {"imamatch": lambda: imamatch_method(IMAMatch.from_pretrained())}
-    makers.update({f"imamatch ({spec})": (lambda s=spec: imamatch_method(IMAMatch.from_pretrained(**parse_settings(s))))
-                   for spec in a.set})
+    for spec in a.set:
+        makers[f"imamatch ({spec})"] = lambda s=spec: imamatch_method(IMAMatch.from_pretrained(**parse_settings(s)))
     makers.update({f"imamatch ({w.stem})": (lambda w=w: imamatch_method(IMAMatch(weights=w))) for w in a.weights})
     if a.peers:
         from peers import peer_factories

@@ -34,6 +34,18 @@ from imamatch.pose import estimate_homography, estimate_relative_pose  # noqa: E
 FAILED_DEG = 10.0  # a pair counts as failed when its median pose error exceeds this
 
 
+def pose_errors(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
+                trials: int, threshold_px: float) -> tuple[list[float], list]:
+    """Pose error (degrees; 180 where no pose) of each of ``trials`` RANSAC runs on shuffled orders of the matches
+    ``(N, 2)`` against the true ``R``, ``t``, and the estimates."""
+    errs, ests = [], []
+    for order in shuffled_trials(len(k0), trials):
+        est = estimate_relative_pose(k0[order], k1[order], K0, K1, threshold_px=threshold_px, refine=False)
+        errs.append(pose_error_deg(est.R, est.t, R, t) if est.success else 180.0)
+        ests.append(est)
+    return errs, ests
+
+
 def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
                trials: int, threshold_px: float) -> dict[str, float]:
     """Matches ``(N, 2)`` of one pair against its true pose: counts, epipolar inlier share, planar share, error, and
@@ -50,11 +62,7 @@ def pair_stats(k0: np.ndarray, k1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R
 
     epi_px = epipolar_px(R, t)
     H, inl = estimate_homography(k0, k1, threshold_px=3.0) if n >= 4 else (None, np.zeros(n, bool))
-    errs, ests = [], []
-    for order in shuffled_trials(n, trials):
-        est = estimate_relative_pose(k0[order], k1[order], K0, K1, threshold_px=threshold_px, refine=False)
-        errs.append(pose_error_deg(est.R, est.t, R, t) if est.success else 180.0)
-        ests.append(est)
+    errs, ests = pose_errors(k0, k1, K0, K1, R, t, trials, threshold_px)
     mid = ests[int(np.argsort(errs)[len(errs) // 2])]
     true_inl = epi_px < threshold_px
     explained = (float(np.mean(epipolar_px(mid.R, mid.t)[true_inl] < threshold_px))

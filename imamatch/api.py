@@ -50,10 +50,6 @@ class IMAMatch:
             self.weights_info = {}
             warnings.warn("IMAMatch built without weights: the network is untrained", stacklevel=2)
         self.conf = conf.replace(**overrides)
-        for key in ("resize", "prealign_resize"):
-            side = getattr(self.conf, key)
-            if side is not None and (not isinstance(side, (int, np.integer)) or isinstance(side, bool) or side < 8):
-                raise ValueError(f"{key} must be None (keep the size) or a long side of at least 8 px, got {side!r}")
         self.device = torch.device(device)
         # channels-last convolutions: 15 % faster on CPU, same results
         self.net = IMAMatchNet(self.conf).eval().to(self.device, memory_format=torch.channels_last)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from numbers import Integral
 from typing import Any
 
 
@@ -84,6 +85,14 @@ class MatcherConfig:
     resize: int | None = 640          # long side the images are resized to (None: keep)
     max_matches: int | None = None    # keep the most confident ones
 
+    def __post_init__(self) -> None:
+        for key in ("resize", "prealign_resize"):
+            side = getattr(self, key)
+            if side is not None and (not isinstance(side, Integral) or isinstance(side, bool) or side < 8):
+                raise ValueError(f"{key} must be None (keep the size) or a long side of at least 8 px, got {side!r}")
+        if self.strip_rows <= 0 or self.strip_rows % 4:
+            raise ValueError(f"strip_rows must be a positive multiple of 4, got {self.strip_rows}")
+
     def replace(self, **changes: Any) -> "MatcherConfig":
         """A copy with ``changes``; unknown names raise ``TypeError`` listing the valid ones."""
         names = {f.name for f in fields(self)}
@@ -107,7 +116,8 @@ class MatcherConfig:
 
 ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "deep", "dim", "heads", "n_blocks", "scales", "focus_power",
                        "separable_qkv", "ffn_ratio", "match_dim", "fine_dim", "fine_hidden", "fine_blocks",
-                       "pixel_stem", "fine_smooth", "fine_window", "fine_bound", "refine_window", "refine_bound", "temperature")
+                       "pixel_stem", "fine_smooth", "fine_window", "fine_bound", "refine_window", "refine_bound",
+                       "temperature")
 
 PRESETS: dict[str, MatcherConfig] = {
     "fast": MatcherConfig(),

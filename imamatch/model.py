@@ -193,8 +193,6 @@ class IMAMatchNet(nn.Module):
 
     def __init__(self, conf: MatcherConfig) -> None:
         super().__init__()
-        if conf.strip_rows <= 0 or conf.strip_rows % 4:
-            raise ValueError(f"strip_rows must be a positive multiple of 4, got {conf.strip_rows}")
         self.conf = conf
         self.backbone = make_backbone(conf.backbone, conf.stem, conf.mid, conf.deep)
         cdim = self.backbone.coarse_dim
