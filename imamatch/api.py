@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,17 +133,17 @@ class IMAMatch:
                           pose_planar=pose.planar)
         return result
 
-    def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: np.ndarray | None = None,
+    def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: Callable[[Prepared], torch.Tensor] | None = None,
                     features0: BackboneOutput | None = None, coarse_only_below: float | None = None,
                     self0: torch.Tensor | None = None, side: int | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
-        ``cover1`` ``(H1, W1)``: where image 1 has content (cells mostly outside are masked out);
+        ``cover1``: the cells of prepared image 1 that have content (the others are masked out), given it;
         ``features0``, ``self0``: image 0's backbone and first self-attention outputs from an earlier pass
         (same ``g0`` and ``side``); ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse
         matches only); ``side``: the long side the network sees (None: ``resize``)."""
         side = side or self.conf.resize
         p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
-        valid1 = p1.valid if cover1 is None else p1.valid & _covered_cells(cover1, p1)
+        valid1 = p1.valid if cover1 is None else p1.valid & cover1(p1)
         with torch.inference_mode():
             image0 = p0.tensor.to(self.device)
             if features0 is None:
@@ -192,13 +194,12 @@ class IMAMatch:
         h0, w0 = g0.shape
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # H maps image 0's pixels to image 1's
         warped = cv2.warpPerspective(g1, H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        cover = cv2.warpPerspective(np.ones_like(g1), H, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         front = front_mask(H, (h0, w0))
         if front is not None:  # what lies behind the horizon maps onto image 1 mirrored: blank and masked
             warped[~front] = 0
-            cover[~front] = 0
         side = self.conf.prealign_resize or self.conf.resize
         same = side == prev.side  # image 0's features can be reused at the same size only
+        cover = functools.partial(covered_cells, H, g1.shape)
         again = self._match_gray(g0, warped, cover, prev.features0 if same else None,
                                  self0=prev.self0 if same else None, side=side)
         k1 = _transform(again.result["keypoints1"], H)
@@ -264,16 +265,32 @@ def front_mask(H: np.ndarray, shape0: tuple[int, int]) -> np.ndarray | None:
     return _in_front(H, np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None])
 
 
-def _covered_cells(cover: np.ndarray, prep: Prepared) -> torch.Tensor:
-    """``(1, Hp/8, Wp/8)`` bool: the 1/8 cells of a prepared image that ``cover`` ``(H, W)`` (1 = content,
-    original pixels) mostly covers."""
+COVER_SAMPLES = 4  # per side of a 1/8 cell: the share of a cell that lies on image 1 is judged from 4 × 4 points
+
+
+def covered_cells(H: np.ndarray, shape1: tuple[int, int], prep: Prepared) -> torch.Tensor:
+    """``(1, Hp/8, Wp/8)`` bool: the 1/8 cells of ``prep``, image 1 warped onto image 0 by ``H`` (``x1 ∝ H x0``,
+    array pixels), that mostly show image 1 (``shape1`` = (H1, W1)): more than half of a
+    :data:`COVER_SAMPLES`² grid of points in each cell maps inside image 1 and lies in front of the horizon, and
+    inside the unpadded size."""
     h, w = prep.size
-    small = cv2.resize(cover.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     hp, wp = prep.tensor.shape[-2:]
-    padded = np.zeros((hp, wp), np.float32)
-    padded[:h, :w] = small
-    cells = padded.reshape(hp // 8, 8, wp // 8, 8).mean((1, 3))
-    return torch.from_numpy(cells > 0.5)[None]
+    sx, sy = prep.scale
+    k = COVER_SAMPLES
+    offsets = (np.arange(k) + 0.5) * (8 / k)  # sample positions inside a cell, prepared pixels from its corner
+    u = (np.arange(0, wp, 8)[:, None] + offsets).ravel()  # (Wp/8 · k,) prepared x
+    v = (np.arange(0, hp, 8)[:, None] + offsets).ravel()
+    x, y = (u * sx - 0.5)[None], (v * sy - 0.5)[:, None]  # prepared → array pixels (sample points are centres)
+    depth = x * H[2, 0] + y * H[2, 1] + H[2, 2]
+    front = _in_front(H, x, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x1 = (x * H[0, 0] + y * H[0, 1] + H[0, 2]) / depth
+        y1 = (x * H[1, 0] + y * H[1, 1] + H[1, 2]) / depth
+    h1, w1 = shape1
+    inside = (front & (x1 >= -0.5) & (x1 <= w1 - 0.5) & (y1 >= -0.5) & (y1 <= h1 - 0.5)
+              & (u < w)[None] & (v < h)[:, None])
+    share = inside.reshape(hp // 8, k, wp // 8, k).mean((1, 3))
+    return torch.from_numpy(share > 0.5)[None]
 
 
 def _transform(points: np.ndarray, H: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imamatch.model import TopDown, upsample_rows
+from imamatch.model import TopDown, upsample_rows, zeros
 
 
 @pytest.mark.parametrize("size", [(40, 56), (20, 28), (37, 50), (8, 8)])  # integer factors 8, 4; others
@@ -89,3 +89,12 @@ def test_paste_rows_assembles_strips_in_their_memory_format():
     assert torch.equal(out, full) and out.is_contiguous(memory_format=torch.channels_last)
     plain = paste_rows(None, torch.ones(1, 2, 3, 4), 0, 3)
     assert plain.is_contiguous() and torch.equal(plain, torch.ones(1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_zeros_are_positive_zeros_of_the_dtype(dtype):
+    z = zeros((2, 3, 5), dtype, torch.device("cpu"))
+    assert z.dtype == dtype and z.shape == (2, 3, 5) and z.is_contiguous()
+    assert (z == 0).all() and not torch.signbit(z).any()
+    z[0, 0, 0] = 1.5  # a writable buffer of its own
+    assert z.float().sum() == 1.5
