@@ -115,7 +115,7 @@ class IMAMatch:
                 break
             best = again
         if best.coarse_only:  # the pre-aligned passes found nothing: the first pass in full after all
-            best = self._match_gray(g0, g1, features0=first.features0, self0=first.self0)
+            best = self._match_gray(g0, g1, features0=first.features0, self0=first.self0, prepared0=first.prepared0)
             best.result["prealigned"] = False
             passes += 1
         result = best.result
@@ -135,14 +135,16 @@ class IMAMatch:
 
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: Callable[[Prepared], torch.Tensor] | None = None,
                     features0: BackboneOutput | None = None, coarse_only_below: float | None = None,
-                    self0: torch.Tensor | None = None, side: int | None = None) -> "_Pass":
+                    self0: torch.Tensor | None = None, side: int | None = None,
+                    prepared0: Prepared | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1``: the cells of prepared image 1 that have content (the others are masked out), given it;
         ``features0``, ``self0``: image 0's backbone and first self-attention outputs from an earlier pass
-        (same ``g0`` and ``side``); ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse
+        (same ``g0`` and ``side``), and ``prepared0``, its prepared image; ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse
         matches only); ``side``: the long side the network sees (None: ``resize``)."""
         side = side or self.conf.resize
-        p0, p1 = prepare(g0, side, self.net.size_multiple), prepare(g1, side, self.net.size_multiple)
+        p0 = prepared0 or prepare(g0, side, self.net.size_multiple)
+        p1 = prepare(g1, side, self.net.size_multiple)
         valid1 = p1.valid if cover1 is None else p1.valid & cover1(p1)
         with torch.inference_mode():
             image0 = p0.tensor.to(self.device)
@@ -172,7 +174,7 @@ class IMAMatch:
             "num_disagreeing": np.int64(out["num_disagreeing"]),
         }
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
-        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]), side)
+        return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]), side, p0)
 
     def _hard(self, result: dict[str, Any]) -> bool:
         """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
@@ -201,7 +203,8 @@ class IMAMatch:
         same = side == prev.side  # image 0's features can be reused at the same size only
         cover = functools.partial(covered_cells, H, g1.shape)
         again = self._match_gray(g0, warped, cover, prev.features0 if same else None,
-                                 self0=prev.self0 if same else None, side=side)
+                                 self0=prev.self0 if same else None, side=side,
+                                 prepared0=prev.prepared0 if same else None)
         k1 = _transform(again.result["keypoints1"], H)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
         result = {k: v[inside] if _per_match(v) else v for k, v in again.result.items()}
@@ -209,7 +212,7 @@ class IMAMatch:
         result["prealigned"] = True
         px = px if same else again.px  # one matching pixel, in the arrays' pixels
         return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), again.features0,
-                     again.self0, again.coarse_only, side)
+                     again.self0, again.coarse_only, side, again.prepared0)
 
 
 @dataclass
@@ -217,8 +220,8 @@ class _Pass:
     """One pass of :meth:`IMAMatch._match_gray`: the result (keypoints in the arrays' pixels, sorted by
     confidence), the size of one matching-resolution pixel in the arrays' pixels, the coarse matches' cell
     centres ``(M, 2)`` in each array's pixels, image 0's backbone and first self-attention outputs (for another
-    pass), whether it stopped after coarse matching (a hard pair: no fine matches), and the long side the network
-    saw."""
+    pass), whether it stopped after coarse matching (a hard pair: no fine matches), the long side the network
+    saw, and image 0 as prepared for it."""
 
     result: dict[str, Any]
     px: float
@@ -227,6 +230,7 @@ class _Pass:
     self0: torch.Tensor | None = None
     coarse_only: bool = False
     side: int | None = None
+    prepared0: Prepared | None = None
 
 
 def prealign_homography(kpts0: np.ndarray, kpts1: np.ndarray, shape0: tuple[int, int], threshold_px: float,

@@ -127,16 +127,17 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
         top = 65535.0 if arr.dtype in (np.uint16, np.int32, np.int64, np.uint32) and arr.max() > 255 else 255.0
         arr = arr.astype(np.float32) / top
     elif np.issubdtype(arr.dtype, np.floating):
-        if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):  # NaN and ±inf reach the extremes
+        lo, hi = arr.min(), arr.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN and ±inf reach the extremes
             raise ImageError(f"{label}: image contains NaN or inf values")
         if arr.dtype != np.float32:  # finite float64 beyond float32's range stays finite
             arr = np.clip(arr, -1e30, 1e30).astype(np.float32)
+        if arr.ndim == 2 and lo >= 0 and hi <= 1:  # already gray and in range (the usual case): as it is
+            return arr
     else:
         raise ImageError(f"{label}: unsupported array dtype {arr.dtype}")
     if arr.ndim == 3:
         arr = arr @ np.array([0.299, 0.587, 0.114], np.float32)
-    if arr.min() >= 0 and arr.max() <= 1:  # already in range (the usual case): no clipped copy
-        return arr
     return np.clip(arr, 0.0, 1.0)
 
 
