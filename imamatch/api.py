@@ -269,7 +269,9 @@ def front_mask(H: np.ndarray, shape0: tuple[int, int]) -> np.ndarray | None:
     return _in_front(H, np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None])
 
 
-COVER_SAMPLES = 4  # per side of a 1/8 cell: the share of a cell that lies on image 1 is judged from 4 × 4 points
+# per side of a 1/8 cell: the share of a cell that lies on image 1 is judged from 5 × 5 points (odd: a straight edge
+# through a cell never splits them evenly; with 4 × 4, edges near the middle tied at 0.5 and all went uncovered)
+COVER_SAMPLES = 5
 
 
 def covered_cells(H: np.ndarray, shape1: tuple[int, int], prep: Prepared) -> torch.Tensor:
