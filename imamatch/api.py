@@ -138,10 +138,11 @@ class IMAMatch:
                     self0: torch.Tensor | None = None, side: int | None = None,
                     prepared0: Prepared | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
-        ``cover1``: the cells of prepared image 1 that have content (the others are masked out), given it;
-        ``features0``, ``self0``: image 0's backbone and first self-attention outputs from an earlier pass
-        (same ``g0`` and ``side``), and ``prepared0``, its prepared image; ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse
-        matches only); ``side``: the long side the network sees (None: ``resize``)."""
+        ``cover1``: maps prepared image 1 to its ``(1, Hp/8, Wp/8)`` cells that show content (the others
+        are masked out); ``features0``, ``self0``: image 0's backbone and first self-attention outputs from
+        an earlier pass (same ``g0`` and ``side``), and ``prepared0``, its prepared image;
+        ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse matches only);
+        ``side``: the long side the network sees (None: ``resize``)."""
         side = side or self.conf.resize
         p0 = prepared0 or prepare(g0, side, self.net.size_multiple)
         p1 = prepare(g1, side, self.net.size_multiple)

@@ -50,7 +50,6 @@ def test_accepts_a_horizon_that_cuts_a_corner_and_masks_what_lies_behind(points)
     assert front_mask(np.eye(3), (480, 640)) is None  # all in front: nothing to mask
 
 
-
 def test_covered_cells_follow_the_homography_and_the_horizon():
     """Image 1 warped onto image 0 by a shift of 160 working pixels (20 cells): the last 20 columns of cells show
     nothing, whatever the arrays' size. Under a homography whose horizon crosses image 0 at x = 400, image 1
