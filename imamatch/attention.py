@@ -170,25 +170,47 @@ class CoarseTransformer(nn.Module):
                 m1: torch.Tensor | None = None, self0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None.
         ``self0``: :meth:`first_self` of ``f0`` and ``m0`` if already computed (it depends on image 0 alone)."""
-        joint = self.training and f0.shape == f1.shape and self0 is None  # both images in one batch
+        f0, f1, _ = self.attend(f0, f1, m0, m1, self0)
+        return f0, f1
+
+    def attend(self, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None = None,
+               m1: torch.Tensor | None = None, self0: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward`, also returning image 0's first self-attention output (``self0`` if given; None
+        without blocks), which another pass with the same image 0 can reuse. Maps of the same shape run as
+        one batch (the same result in fewer, larger operations)."""
         dtype = f0.dtype
         f0, f1 = f0.to(self.compute_dtype), f1.to(self.compute_dtype)
+        first = self0
         for k, (self_layer, cross_layer) in enumerate(zip(self.self_layers, self.cross_layers)):
-            if joint:
-                m = None if m0 is None else torch.cat([m0, m1])
-                f = torch.cat([f0, f1])
-                f0, f1 = self._run(self_layer, f, f, m).chunk(2)
-            else:  # inference: one image at a time
-                f0 = self0.to(f0.dtype) if k == 0 and self0 is not None else self._run(self_layer, f0, f0, m0)
-                f1 = self._run(self_layer, f1, f1, m1)
-            f0, f1 = self._cross(cross_layer, f0, f1, m0, m1, joint)
-        return f0.to(dtype), f1.to(dtype)
+            if k == 0 and self0 is not None:
+                f0, f1 = self0.to(f0.dtype), self._run(self_layer, f1, f1, m1)
+            else:
+                f0, f1 = self._pair(self_layer, f0, f1, m0, m1, cross=False)
+                if k == 0:
+                    first = f0.to(dtype)
+            f0, f1 = self._pair(cross_layer, f0, f1, m0, m1, cross=True)
+        return f0.to(dtype), f1.to(dtype), first
 
     def first_self(self, f0: torch.Tensor, m0: torch.Tensor | None = None) -> torch.Tensor:
         """The first self-attention layer on one image ``(B, C, H, W)`` (mask ``(B, H, W)``): what
         :meth:`forward` can reuse for an image matched again."""
         x = f0.to(self.compute_dtype)
         return self._run(self.self_layers[0], x, x, m0).to(f0.dtype)
+
+    @classmethod
+    def _pair(cls, layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
+              m1: torch.Tensor | None, cross: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer`` on both images: each on itself, or (``cross``) each on the other; one batch when the two
+        maps have the same shape."""
+        if f0.shape != f1.shape or (m0 is None) != (m1 is None):
+            if cross:
+                return cls._run(layer, f0, f1, m1), cls._run(layer, f1, f0, m0)
+            return cls._run(layer, f0, f0, m0), cls._run(layer, f1, f1, m1)
+        target = torch.cat([f0, f1])
+        source = torch.cat([f1, f0]) if cross else target
+        mask = None if m0 is None else torch.cat([m1, m0] if cross else [m0, m1])
+        return cls._run(layer, target, source, mask).chunk(2)
 
     @staticmethod
     def _run(layer: AttentionLayer, target: torch.Tensor, source: torch.Tensor,
@@ -198,11 +220,3 @@ class CoarseTransformer(nn.Module):
             return layer(target, source, mask)
         params = {n: p.to(target.dtype) for n, p in layer.named_parameters()}
         return torch.func.functional_call(layer, params, (target, source, mask))
-
-    def _cross(self, layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
-               m1: torch.Tensor | None, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if joint:
-            m = None if m0 is None else torch.cat([m1, m0])
-            out = self._run(layer, torch.cat([f0, f1]), torch.cat([f1, f0]), m)
-            return out.chunk(2)
-        return self._run(layer, f0, f1, m1), self._run(layer, f1, f0, m0)

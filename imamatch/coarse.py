@@ -150,7 +150,7 @@ class IntegerSimilarity:
         """Whether these features can take the integer path: on the CPU, int8 products available on this build,
         at most :attr:`MAX_CHANNELS` channels, all values finite."""
         return (a.device.type == "cpu" and a.shape[1] <= cls.MAX_CHANNELS and integer_products_available()
-                and bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()))
+                and bool(torch.isfinite(a.sum() + b.sum())))  # NaN or ±inf anywhere: not finite
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor, bits: int = 16) -> None:
         if a.shape[1] > self.MAX_CHANNELS:
@@ -213,6 +213,7 @@ def _split16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 # with a fixed exp2 reference, rows whose sum of exp2 falls below this are too far under it to trust
 UNDERFLOW_GUARD = 2.0 ** -100
+EXP2_HEADROOM = 120.0  # log2 of the largest row sum of exp2 taken without an offset (float32 overflows at 128)
 
 
 def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float, block: int,
@@ -225,8 +226,9 @@ def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float, blo
     Works in base 2 (scores × log2 e, ``exp2`` and ``log2``): this CPU's ``exp2`` is several times faster than its
     ``exp``, and the one pass of it over the similarity is the costliest step after the product. With one int8
     product the block loop is cheap enough that a running maximum costs a fifth of it, so the exp2 reference is
-    instead the Cauchy–Schwarz bound ``max |a_i| · max |b_j|`` on every score, fixed from the start (a pass
-    with the running maximum again if some row lies so far under it that its sum could underflow)."""
+    instead fixed from the start: none (the scores exponentiated as they are) while the Cauchy–Schwarz bound
+    ``max |a_i| · max |b_j|`` on every score leaves a row's sum within float32, else that bound (a pass with
+    the running maximum again if some row lies so far under it that its sum could underflow)."""
     a = a * LOG2E
     n0, n1 = len(a), len(b)
     group = CANDIDATE_GROUP
@@ -238,7 +240,9 @@ def _log_conf_candidates(a: torch.Tensor, b: torch.Tensor, threshold: float, blo
         sim = IntegerSimilarity(a, b, bits)
         rows_of = sim.block
         if bits == 8:
-            reference = float(a.norm(dim=1).max() * b.norm(dim=1).max())
+            bound = float(a.norm(dim=1).max() * b.norm(dim=1).max())  # at or above every score
+            # no offset at all while a row's sum of exp2 cannot overflow float32 (< 2^128): one pass fewer
+            reference = 0.0 if bound + math.log2(n1p) < EXP2_HEADROOM else bound
     else:
         def rows_of(s: int, e: int) -> torch.Tensor:
             return torch.mm(a[s:e], b.T)
@@ -265,9 +269,9 @@ def _blocked_log_sum_exps(rows_of: Callable[[int, int], torch.Tensor], n0: int, 
                           ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]] | None:
     """One pass over row blocks ``rows_of(s, e)`` ``(e - s, n1p)`` (base-2 scores, columns padded to whole
     candidate groups) → row and column log2-sum-exp2s ``(n0,)``, ``(n1,)`` and (``threshold`` > 0) the candidates'
-    rows, columns and scores ``(K,)`` sorted by row then column. ``reference``: a fixed exp2 reference at or
-    above every score (None: the running maximum); None is returned where a row's sum falls under
-    :data:`UNDERFLOW_GUARD` of it."""
+    rows, columns and scores ``(K,)`` sorted by row then column. ``reference``: a fixed exp2 reference that
+    keeps every row's sum of ``exp2(score - reference)`` finite (0: none; None: the running maximum); None is
+    returned where a row's sum falls under :data:`UNDERFLOW_GUARD` of it."""
     row_lse, col_sum = None, None
     top = torch.tensor(float("-inf") if reference is None else reference)
     cand_i, cand_j, cand_s = [], [], []
@@ -283,7 +287,7 @@ def _blocked_log_sum_exps(rows_of: Callable[[int, int], torch.Tensor], n0: int, 
             col_sum.mul_((top - new_top).exp2())
             top = new_top
         else:
-            e = blk.sub_(top).exp2_()  # in place: a candidate's score is log2(e) + top again
+            e = (blk if reference == 0 else blk.sub_(top)).exp2_()  # in place: a score is log2(e) + top again
         col_sum.add_(e.sum(0))
         row_sum = e.sum(1)
         if reference is not None and bool((row_sum < UNDERFLOW_GUARD).any()):

@@ -135,6 +135,9 @@ def test_int8_similarity_is_within_its_rounding_bound():
 
 
 def test_int8_mutual_matches_agree_with_float32_and_survive_rows_far_under_the_bound(monkeypatch):
+    """The int8 path's fixed exp2 reference: none while the Cauchy–Schwarz bound leaves the row sums within
+    float32, the bound itself above that (features × 2.1: a bound of ~117 in log2 units), and a second pass
+    with the running maximum when a row lies so far under the bound that its sum could underflow."""
     import imamatch.coarse as coarse
 
     g = torch.Generator().manual_seed(5)
@@ -145,16 +148,18 @@ def test_int8_mutual_matches_agree_with_float32_and_survive_rows_far_under_the_b
     real = coarse._blocked_log_sum_exps
     monkeypatch.setattr(coarse, "_blocked_log_sum_exps", lambda *a: passes.append(a[-1]) or real(*a))
     f0[..., -1] = f1[..., -1] = 0
-    for far in (False, True):
-        if far:  # a long row orthogonal to every column: the Cauchy–Schwarz reference lies far above every score
+    for case in ("plain", "large", "far"):
+        gain = 2.1 if case == "large" else 1.0
+        if case == "far":  # a long row orthogonal to every column: the Cauchy–Schwarz reference lies far above every score
             f0[0, 7] = 0
             f0[0, 7, -1] = 1000.0
         passes.clear()
         with torch.no_grad():
-            ref = coarse.mutual_matches(f0, f1, 0.1, 0.2)
-            new = coarse.mutual_matches(f0, f1, 0.1, 0.2, block=64, integer=True, bits=8)
-        fixed_reference = passes[1] is not None
-        assert fixed_reference and (len(passes) == 3) == far  # a second, running-max pass only if needed
+            ref = coarse.mutual_matches(gain * f0, gain * f1, 0.1, 0.2)
+            new = coarse.mutual_matches(gain * f0, gain * f1, 0.1, 0.2, block=64, integer=True, bits=8)
+        assert passes[0] is None  # float32: the running maximum
+        assert (passes[1] == 0) == (case == "plain") and passes[1] is not None
+        assert (len(passes) == 3) == (case == "far")  # a second, running-max pass only if needed
         assert len(ref.b) > 150
         same = set(zip(ref.i0.tolist(), ref.i1.tolist())) & set(zip(new.i0.tolist(), new.i1.tolist()))
         assert len(same) >= 0.97 * max(len(ref.b), len(new.b))
