@@ -114,9 +114,8 @@ class IMAMatch:
             if len(again.result["keypoints0"]) <= len(best.result["keypoints0"]):
                 break
             best = again
-        if best.coarse_only:  # the pre-aligned passes found nothing: the first pass in full after all (image 0's
-            # self-attention again too: run with image 1's as one batch, it gives the unshortcut pass to the bit)
-            best = self._match_gray(g0, g1, features0=first.features0, prepared0=first.prepared0)
+        if best.coarse_only:  # the pre-aligned passes found nothing: the first pass in full after all
+            best = self._match_gray(g0, g1, features0=first.features0, self0=first.self0, prepared0=first.prepared0)
             best.result["prealigned"] = False
             passes += 1
         result = best.result

@@ -19,7 +19,9 @@ def focus_kernel(x: torch.Tensor, scale: torch.Tensor, power: float, keep_norm: 
     """Focused feature map. ``x``: ``(..., D)``; ``scale``: ``(D,)`` raw (softplus applied here).
     ``keep_norm`` False skips the rescaling to the previous norm (for queries, whose scale cancels in
     :func:`linear_attention`)."""
-    x = (F.relu(x) + 1e-6) / F.softplus(scale)
+    inplace = _no_grad(x, scale)
+    x = F.relu(x)
+    x = x.add_(1e-6).div_(F.softplus(scale)) if inplace else (x + 1e-6) / F.softplus(scale)
     if power == 1:
         return x
     if float(power).is_integer():
@@ -28,7 +30,14 @@ def focus_kernel(x: torch.Tensor, scale: torch.Tensor, power: float, keep_norm: 
         return x ** power
     norm = x.norm(dim=-1, keepdim=True)
     xp = x ** power
-    return xp * (norm / xp.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    rescale = norm / xp.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return xp.mul_(rescale) if inplace else xp * rescale
+
+
+def _no_grad(*xs: torch.Tensor) -> bool:
+    """Whether no gradient flows through these tensors: their layer's intermediates may then be overwritten in
+    place (the same values, fewer fresh buffers; the in-place steps that autograd allows are taken always)."""
+    return not (torch.is_grad_enabled() and any(x.requires_grad for x in xs))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -40,7 +49,8 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         k, v = k * m, v * m
     kv = torch.einsum("bhld,bhle->bhde", k, v)
     denom = torch.einsum("bhld,bhd->bhl", q, k.sum(dim=2)).unsqueeze(-1) + 1e-6
-    return torch.einsum("bhld,bhde->bhle", q, kv) / denom
+    out = torch.einsum("bhld,bhde->bhle", q, kv)
+    return out.div_(denom) if _no_grad(q, k, v) else out / denom
 
 
 class ChannelNorm(nn.Module):
@@ -95,7 +105,7 @@ class ScaleBranch(nn.Module):
         # a query's own scale cancels between numerator and denominator: only the keys keep their norm
         q, k = focus_kernel(q, self.scale, self.power, keep_norm=False), focus_kernel(k, self.scale, self.power)
         out = linear_attention(q, k, v, None if mask is None else mask.flatten(1))
-        return from_tokens(out, h, w) + self.local(v_local)
+        return self.local(v_local).add_(from_tokens(out, h, w))
 
 
 def to_tokens(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -140,14 +150,15 @@ class AttentionLayer(nn.Module):
         v_local = kv[:, c:] if source is target else F.conv2d(t, self.kv.weight[c:])
         q = self.q(t)
         weights = torch.softmax(self.branch_logits, 0)
-        out = 0.0
+        out = None
         for wgt, branch in zip(weights, self.branches):
             y = branch(q, kv, v_local, source_mask)
             if y.shape[-2:] != target.shape[-2:]:
                 y = F.interpolate(y, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            out = out + wgt * y
-        x = target + self.merge(out)
-        return x + self.ffn(x)
+            y = y.mul_(wgt) if _no_grad(y, wgt) else wgt * y
+            out = y if out is None else out.add_(y)
+        x = self.merge(out).add_(target)  # in place on the convolutions' outputs
+        return self.ffn(x).add_(x)
 
 
 class CoarseTransformer(nn.Module):
@@ -170,47 +181,25 @@ class CoarseTransformer(nn.Module):
                 m1: torch.Tensor | None = None, self0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``f0``, ``f1``: ``(B, C, H_i, W_i)`` (sizes may differ); masks ``(B, H_i, W_i)`` bool or None.
         ``self0``: :meth:`first_self` of ``f0`` and ``m0`` if already computed (it depends on image 0 alone)."""
-        f0, f1, _ = self.attend(f0, f1, m0, m1, self0)
-        return f0, f1
-
-    def attend(self, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None = None,
-               m1: torch.Tensor | None = None, self0: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """:meth:`forward`, also returning image 0's first self-attention output (``self0`` if given; None
-        without blocks), which another pass with the same image 0 can reuse. Maps of the same shape run as
-        one batch (the same result in fewer, larger operations)."""
+        joint = self.training and f0.shape == f1.shape and self0 is None  # both images in one batch
         dtype = f0.dtype
         f0, f1 = f0.to(self.compute_dtype), f1.to(self.compute_dtype)
-        first = self0
         for k, (self_layer, cross_layer) in enumerate(zip(self.self_layers, self.cross_layers)):
-            if k == 0 and self0 is not None:
-                f0, f1 = self0.to(f0.dtype), self._run(self_layer, f1, f1, m1)
-            else:
-                f0, f1 = self._pair(self_layer, f0, f1, m0, m1, cross=False)
-                if k == 0:
-                    first = f0.to(dtype)
-            f0, f1 = self._pair(cross_layer, f0, f1, m0, m1, cross=True)
-        return f0.to(dtype), f1.to(dtype), first
+            if joint:
+                m = None if m0 is None else torch.cat([m0, m1])
+                f = torch.cat([f0, f1])
+                f0, f1 = self._run(self_layer, f, f, m).chunk(2)
+            else:  # inference: one image at a time
+                f0 = self0.to(f0.dtype) if k == 0 and self0 is not None else self._run(self_layer, f0, f0, m0)
+                f1 = self._run(self_layer, f1, f1, m1)
+            f0, f1 = self._cross(cross_layer, f0, f1, m0, m1, joint)
+        return f0.to(dtype), f1.to(dtype)
 
     def first_self(self, f0: torch.Tensor, m0: torch.Tensor | None = None) -> torch.Tensor:
         """The first self-attention layer on one image ``(B, C, H, W)`` (mask ``(B, H, W)``): what
         :meth:`forward` can reuse for an image matched again."""
         x = f0.to(self.compute_dtype)
         return self._run(self.self_layers[0], x, x, m0).to(f0.dtype)
-
-    @classmethod
-    def _pair(cls, layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
-              m1: torch.Tensor | None, cross: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``layer`` on both images: each on itself, or (``cross``) each on the other; one batch when the two
-        maps have the same shape."""
-        if f0.shape != f1.shape or (m0 is None) != (m1 is None):
-            if cross:
-                return cls._run(layer, f0, f1, m1), cls._run(layer, f1, f0, m0)
-            return cls._run(layer, f0, f0, m0), cls._run(layer, f1, f1, m1)
-        target = torch.cat([f0, f1])
-        source = torch.cat([f1, f0]) if cross else target
-        mask = None if m0 is None else torch.cat([m1, m0] if cross else [m0, m1])
-        return cls._run(layer, target, source, mask).chunk(2)
 
     @staticmethod
     def _run(layer: AttentionLayer, target: torch.Tensor, source: torch.Tensor,
@@ -220,3 +209,11 @@ class CoarseTransformer(nn.Module):
             return layer(target, source, mask)
         params = {n: p.to(target.dtype) for n, p in layer.named_parameters()}
         return torch.func.functional_call(layer, params, (target, source, mask))
+
+    def _cross(self, layer: AttentionLayer, f0: torch.Tensor, f1: torch.Tensor, m0: torch.Tensor | None,
+               m1: torch.Tensor | None, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if joint:
+            m = None if m0 is None else torch.cat([m1, m0])
+            out = self._run(layer, torch.cat([f0, f1]), torch.cat([f1, f0]), m)
+            return out.chunk(2)
+        return self._run(layer, f0, f1, m1), self._run(layer, f1, f0, m0)

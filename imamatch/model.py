@@ -253,8 +253,7 @@ class IMAMatchNet(nn.Module):
         """Backbone and attention (arguments as :meth:`encode`): the attended 1/8 maps and the backbone skips.
         ``self0``: image 0's first self-attention output from an earlier pass with the same image 0 and
         ``valid0`` (:attr:`Attended.self0`; inference)."""
-        # backbones: in training both images in one batch; at inference one at a time (same time, 40 % lower peak
-        # memory). The attention runs maps of one shape as one batch either way (CoarseTransformer.attend)
+        # training: both images in one batch; inference: one image at a time (same time, 40 % lower peak memory)
         joint = self.training and image0.shape == image1.shape and features0 is None
         if joint:
             out = self.backbone(torch.cat([image0, image1]))
@@ -268,8 +267,12 @@ class IMAMatchNet(nn.Module):
             skips0, skips1 = o0.skips, o1.skips
         if (valid0 is None) != (valid1 is None):
             raise ValueError("give both validity masks or neither")
-        c0, c1, self0 = self.transformer.attend(c0, c1, valid0, valid1, self0=None if joint else self0)
-        return Attended(c0, c1, skips0, skips1, joint, None if joint else self0)
+        if not joint and self.conf.n_blocks > 0:
+            self0 = self.transformer.first_self(c0, valid0) if self0 is None else self0
+            c0, c1 = self.transformer(c0, c1, valid0, valid1, self0=self0)
+        else:
+            c0, c1 = self.transformer(c0, c1, valid0, valid1)
+        return Attended(c0, c1, skips0, skips1, joint, self0)
 
     def coarse_encoding(self, att: Attended, valid0: torch.Tensor | None, valid1: torch.Tensor | None,
                         assignment: bool = True) -> Encoded:
