@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,15 +95,42 @@ class IMAMatch:
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
-        if K0 is not None:
-            K0, K1 = _intrinsics(K0, "K0"), _intrinsics(K1, "K1")
+        return next(self.match_many(image0, [image1], K0, None if K1 is None else [K1], refine_pose))
+
+    def match_many(self, image0: ImageInput, images1: Iterable[ImageInput], K0: np.ndarray | None = None,
+                   K1s: Iterable[np.ndarray] | None = None, refine_pose: bool = True) -> Iterator[dict[str, Any]]:
+        """:meth:`match` of ``image0`` with each of ``images1`` in turn, lazily (a generator): the same results
+        as :meth:`match` pair by pair, in less time, since image 0 is read and prepared, and its backbone
+        features and first self-attention computed, once (e.g. exhaustive or sequential matching for SfM).
+        ``K1s``: one intrinsics matrix per image of ``images1``, given with ``K0``, or None."""
+        if (K0 is None) != (K1s is None):
+            raise ValueError("give both K0 and K1s to estimate the relative poses")
+        K0 = None if K0 is None else _intrinsics(K0, "K0")
+        g0, full0 = to_gray_sized(image0, "image0", self._decode_side())
+        pairs = ((im, None) for im in images1) if K1s is None else zip(images1, K1s, strict=True)
+        first0 = None
+        for image1, K1 in pairs:
+            K1 = None if K1 is None else _intrinsics(K1, "K1")
+            result, first0 = self._match_decoded(g0, full0, image1, K0, K1, refine_pose, first0)
+            yield result
+
+    def _decode_side(self) -> int | None:
+        """Files are decoded at (at least) the largest size a pass needs."""
         c = self.conf
-        # files are decoded at (at least) the largest size a pass needs
-        decode = c.resize if c.resize is None or c.prealign_resize is None else max(c.resize, c.prealign_resize)
-        g0, full0 = to_gray_sized(image0, "image0", decode)
-        g1, full1 = to_gray_sized(image1, "image1", decode)
+        return c.resize if c.resize is None or c.prealign_resize is None else max(c.resize, c.prealign_resize)
+
+    def _match_decoded(self, g0: np.ndarray, full0: tuple[int, int], image1: ImageInput, K0: np.ndarray | None,
+                       K1: np.ndarray | None, refine_pose: bool, first0: "_Pass | None"
+                       ) -> tuple[dict[str, Any], "_Pass"]:
+        """:meth:`match` with image 0 read already (``g0`` at its ``full0`` size); ``first0``: an earlier first
+        pass with this image 0, whose preparation, backbone features and first self-attention are reused. Also
+        returns this pair's first pass (for the next pair)."""
+        c = self.conf
+        g1, full1 = to_gray_sized(image1, "image1", self._decode_side())
         shortcut = c.prealign_coarse_below if c.prealign_below is not None and c.prealign_passes > 0 else None
-        first = self._match_gray(g0, g1, coarse_only_below=shortcut)
+        reuse = {} if first0 is None else {"features0": first0.features0, "self0": first0.self0,
+                                          "prepared0": first0.prepared0}
+        first = self._match_gray(g0, g1, coarse_only_below=shortcut, **reuse)
         first.result["prealigned"] = False
         best, passes = first, 1
         while passes <= c.prealign_passes and (best.coarse_only or self._hard(best.result)):
@@ -131,7 +158,7 @@ class IMAMatch:
                                           threshold_px=px_full)  # 1 px where we matched
             result.update(R=pose.R, t=pose.t, pose_success=pose.success, inliers=pose.inliers,
                           pose_planar=pose.planar)
-        return result
+        return result, first
 
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: Callable[[Prepared], torch.Tensor] | None = None,
                     features0: BackboneOutput | None = None, coarse_only_below: float | None = None,

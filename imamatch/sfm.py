@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,20 +82,31 @@ def _init_worker(weights: str | None, overrides: dict, threads: int) -> None:
     _WORKER["m"] = IMAMatch(weights=weights, **overrides) if weights else IMAMatch.from_pretrained(**overrides)
 
 
-def _match_one(image_dir: str, a: str, b: str, dst: str) -> str:
-    r = _WORKER["m"].match(Path(image_dir) / a, Path(image_dir) / b)
-    with atomic_path(dst) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, keypoints0=r["keypoints0"], keypoints1=r["keypoints1"], confidence=r["confidence"],
-                     name0=a, name1=b)
-    return dst
+def _match_group(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) -> Iterator[str]:
+    """Match image ``a`` with each of ``bs`` (image ``a`` read and encoded once: :meth:`IMAMatch.match_many`),
+    writing each pair's file as soon as it is matched and yielding its path."""
+    images = (Path(image_dir) / b for b in bs)
+    for b, r in zip(bs, _WORKER["m"].match_many(Path(image_dir) / a, images)):
+        dst = Path(raw_dir) / f"{pair_key(a, b)}.npz"
+        with atomic_path(dst) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, keypoints0=r["keypoints0"], keypoints1=r["keypoints1"], confidence=r["confidence"],
+                         name0=a, name1=b)
+        yield str(dst)
+
+
+def _match_group_all(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) -> int:
+    """:func:`_match_group` run through (in a worker process): the number of pairs matched."""
+    return sum(1 for _ in _match_group(image_dir, a, bs, raw_dir))
 
 
 def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir: str | Path,
                 weights: str | None = None, workers: int = 1, threads: int | None = None,
                 **overrides: Any) -> int:
     """Match every pair not already in ``out_dir/raw`` (resumable: a killed run loses at most the pairs in
-    flight; files appear atomically). Returns the number of pairs matched now."""
+    flight; files appear atomically). Pairs are taken in groups that share their first image, which is read and
+    encoded once per group (:meth:`IMAMatch.match_many`; the same matches); ``workers`` > 1 share the groups out.
+    Returns the number of pairs matched now."""
     out = Path(out_dir)
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -105,21 +116,23 @@ def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir
     if not todo:
         return 0
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    groups: dict[str, list[str]] = {}  # the pairs by their first image, which each group reads and encodes once
+    for a, b in todo:
+        groups.setdefault(a, []).append(b)
     bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="matching", unit="pair", dynamic_ncols=True)
     if workers <= 1:
         _init_worker(weights, overrides, threads)
-        for a, b in todo:
-            _match_one(str(image_dir), a, b, str(raw / f"{pair_key(a, b)}.npz"))
-            bar.update(1)
+        for a, bs in groups.items():
+            for _ in _match_group(str(image_dir), a, bs, str(raw)):
+                bar.update(1)
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(weights, overrides, threads)) as ex:
-            futs = [ex.submit(_match_one, str(image_dir), a, b, str(raw / f"{pair_key(a, b)}.npz")) for a, b in todo]
+            futs = [ex.submit(_match_group_all, str(image_dir), a, bs, str(raw)) for a, bs in groups.items()]
             for f in as_completed(futs):
-                f.result()
-                bar.update(1)
+                bar.update(f.result())
     bar.close()
     return len(todo)
 

@@ -335,3 +335,26 @@ def test_query_budget_bounds_the_fine_queries_not_the_precision(matcher):
         return np.mean(e[np.isfinite(e)] < 1)
 
     assert within_1px(budget) >= within_1px(full) - 0.01
+
+
+def test_match_many_equals_match_pair_by_pair(matcher):
+    """One image 0 against several images 1 (an easy pair, a hard one that is pre-aligned, the easy one again):
+    image 0 is read and encoded once, and every result equals :meth:`IMAMatch.match` on its pair to the bit, the
+    relative pose with intrinsics included."""
+    img0, warped, _ = _strong_perspective()
+    hard = cv2.warpAffine(warped, cv2.getRotationMatrix2D((256, 256), 45, 1.0), (512, 512))  # and turned 45°
+    shift = np.float32([[1, 0, 9.5], [0, 1, -6.25]])
+    easy = cv2.warpAffine(img0, shift, (512, 512), flags=cv2.INTER_LINEAR)
+    K = np.array([[500.0, 0, 256], [0, 500.0, 256], [0, 0, 1]])
+    images1 = [easy, hard, easy]
+    many = list(matcher.match_many(img0, iter(images1), K0=K, K1s=[K] * 3))
+    assert [r["prealigned"] for r in many] == [False, True, False] and len(many[1]["keypoints0"]) > 300
+    for got, image1 in zip(many, images1):
+        expect = matcher.match(img0, image1, K0=K, K1=K)
+        assert got.keys() == expect.keys()
+        for k in expect:
+            np.testing.assert_array_equal(got[k], expect[k], err_msg=k)
+    with pytest.raises(ValueError, match="K1s"):
+        next(matcher.match_many(img0, [easy], K0=K))
+    with pytest.raises(ValueError):  # one intrinsics matrix per image 1
+        list(matcher.match_many(img0, [easy, hard], K0=K, K1s=[K]))

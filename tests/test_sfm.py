@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from imamatch import sfm
+from imamatch import IMAMatch, sfm
 from imamatch.eval.align import aligned_rotation_errors, umeyama
 from imamatch.eval.metrics import rotation_error_deg
 
@@ -67,6 +67,12 @@ def test_pair_selection_and_resumable_matching(scene, tmp_path):
     pairs = sfm.select_pairs(names, "sequential", window=2)
     assert sfm.match_pairs(root, pairs[:4], tmp_path) == 4
     assert sfm.match_pairs(root, pairs, tmp_path) == 5  # the first four are skipped
+    a, b = pairs[1]  # the second pair of its first image, which was read and encoded for the first pair
+    assert a == pairs[0][0]
+    stored = np.load(tmp_path / "raw" / f"{sfm.pair_key(a, b)}.npz")
+    direct = IMAMatch.from_pretrained().match(root / a, root / b)
+    for k in ("keypoints0", "keypoints1", "confidence"):
+        np.testing.assert_array_equal(stored[k], direct[k])
     merged = sfm.merge_keypoints(sfm.load_raw([tmp_path], pairs))
     tracks = sfm.track_lengths(merged)
     assert tracks.max() >= 3  # merged keypoints form tracks across pairs
