@@ -149,7 +149,8 @@ class MergedMatches:
     match_scores: dict[tuple[str, str], np.ndarray]
 
 
-def load_raw(raw_dirs: Sequence[str | Path], pairs: Sequence[tuple[str, str]] | None = None) -> dict[tuple[str, str], dict]:
+def load_raw(raw_dirs: Sequence[str | Path],
+             pairs: Sequence[tuple[str, str]] | None = None) -> dict[tuple[str, str], dict]:
     """Read the per-pair results of one or several (sharded) output folders."""
     out: dict[tuple[str, str], dict] = {}
     for d in raw_dirs:

@@ -150,7 +150,7 @@ def test_int8_mutual_matches_agree_with_float32_and_survive_rows_far_under_the_b
     f0[..., -1] = f1[..., -1] = 0
     for case in ("plain", "large", "far"):
         gain = 2.1 if case == "large" else 1.0
-        if case == "far":  # a long row orthogonal to every column: the Cauchy–Schwarz reference lies far above every score
+        if case == "far":  # a long row orthogonal to every column: the Cauchy–Schwarz bound lies far above its scores
             f0[0, 7] = 0
             f0[0, 7, -1] = 1000.0
         passes.clear()
