@@ -119,3 +119,22 @@ def test_umeyama_recovers_a_similarity():
     Y = 2.5 * X @ Rt.T + [1, 2, 3]
     s, R, t = umeyama(X, Y)
     assert abs(s - 2.5) < 1e-9 and rotation_error_deg(R, Rt) < 1e-6
+
+
+def test_worker_processes_share_the_groups_and_give_the_same_matches(scene, tmp_path):
+    """``workers`` > 1: the groups of pairs (by first image) go to worker processes; the files are those of one
+    process, to the bit."""
+    import torch
+
+    root, _ = scene
+    pairs = sfm.select_pairs(sfm.list_images(root), "sequential", window=2)[:5]
+    threads = torch.get_num_threads()  # the one-process run sets this process's thread count
+    try:
+        assert sfm.match_pairs(root, pairs, tmp_path / "one", threads=1) == 5  # (thread counts round differently)
+    finally:
+        torch.set_num_threads(threads)
+    assert sfm.match_pairs(root, pairs, tmp_path / "two", workers=2, threads=1) == 5
+    for a, b in pairs:
+        one, two = (np.load(tmp_path / d / "raw" / f"{sfm.pair_key(a, b)}.npz") for d in ("one", "two"))
+        for k in ("keypoints0", "keypoints1", "confidence"):
+            np.testing.assert_array_equal(one[k], two[k])
