@@ -100,12 +100,26 @@ def _match_group_all(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) ->
     return sum(1 for _ in _match_group(image_dir, a, bs, raw_dir))
 
 
+def group_pairs(pairs: Sequence[tuple[str, str]], workers: int = 1) -> list[tuple[str, list[str]]]:
+    """The pairs as ``(a, [b, ...])`` groups that share their first image (read and encoded once per group), in
+    the order of their first pairs. With ``workers`` > 1 no group holds more than an eighth of a worker's share,
+    so that one image paired with many (a query against a database) still keeps every worker busy."""
+    groups: dict[str, list[str]] = {}
+    for a, b in pairs:
+        groups.setdefault(a, []).append(b)
+    if workers <= 1:
+        return list(groups.items())
+    size = max(1, -(-len(pairs) // (8 * workers)))
+    return [(a, bs[i:i + size]) for a, bs in groups.items() for i in range(0, len(bs), size)]
+
+
 def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir: str | Path,
                 weights: str | None = None, workers: int = 1, threads: int | None = None,
                 **overrides: Any) -> int:
     """Match every pair not already in ``out_dir/raw`` (resumable: a killed run loses at most the pairs in
     flight; files appear atomically). Pairs are taken in groups that share their first image, which is read and
-    encoded once per group (:meth:`IMAMatch.match_many`; the same matches); ``workers`` > 1 share the groups out.
+    encoded once per group (:meth:`IMAMatch.match_many`; the same matches; :func:`group_pairs`); ``workers`` > 1
+    share the groups out.
     Returns the number of pairs matched now."""
     out = Path(out_dir)
     raw = out / "raw"
@@ -116,13 +130,11 @@ def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir
     if not todo:
         return 0
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
-    groups: dict[str, list[str]] = {}  # the pairs by their first image, which each group reads and encodes once
-    for a, b in todo:
-        groups.setdefault(a, []).append(b)
+    tasks = group_pairs(todo, workers)
     bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="matching", unit="pair", dynamic_ncols=True)
     if workers <= 1:
         _init_worker(weights, overrides, threads)
-        for a, bs in groups.items():
+        for a, bs in tasks:
             for _ in _match_group(str(image_dir), a, bs, str(raw)):
                 bar.update(1)
     else:
@@ -130,7 +142,7 @@ def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(weights, overrides, threads)) as ex:
-            futs = [ex.submit(_match_group_all, str(image_dir), a, bs, str(raw)) for a, bs in groups.items()]
+            futs = [ex.submit(_match_group_all, str(image_dir), a, bs, str(raw)) for a, bs in tasks]
             for f in as_completed(futs):
                 bar.update(f.result())
     bar.close()

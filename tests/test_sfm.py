@@ -138,3 +138,12 @@ def test_worker_processes_share_the_groups_and_give_the_same_matches(scene, tmp_
         one, two = (np.load(tmp_path / d / "raw" / f"{sfm.pair_key(a, b)}.npz") for d in ("one", "two"))
         for k in ("keypoints0", "keypoints1", "confidence"):
             np.testing.assert_array_equal(one[k], two[k])
+
+
+def test_pairs_are_grouped_by_their_first_image_and_split_for_workers():
+    pairs = [("q", f"db{k}") for k in range(40)] + [("a", "b"), ("q", "z"), ("a", "c")]
+    one = sfm.group_pairs(pairs)
+    assert one == [("q", [f"db{k}" for k in range(40)] + ["z"]), ("a", ["b", "c"])]
+    two = sfm.group_pairs(pairs, workers=2)
+    assert len(two) >= 8 and max(len(bs) for _, bs in two) <= 3  # a query against a database: work for both
+    assert sorted((a, b) for a, bs in two for b in bs) == sorted(pairs)  # every pair once
