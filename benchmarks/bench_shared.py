@@ -79,6 +79,15 @@ def require_data(data: Path) -> None:
         sys.exit(f"benchmark data not found at {data}: pass --data pointing at shared/data")
 
 
+def write_results(out: Path, md: str, data: object) -> None:
+    """Write a benchmark's markdown table to ``out`` and its numbers to the JSON file beside it, and say so."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    print(md)
+    print(f"written: {out}")
+
+
 def fox_arguments(doc: str, out_name: str) -> argparse.ArgumentParser:
     """The command line shared by the per-pair fox tools: :func:`data_arguments`, ``--no-peers``, ``--trials``."""
     ap = data_arguments(doc, out_name)

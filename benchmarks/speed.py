@@ -11,7 +11,6 @@ ALIKED+LightGlue's s/pair (issue 6: imamatch ≤ 1/5). Writes ``results/speed.md
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bench_shared import (LONG_SIDE, data_arguments, imamatch_method, parse_settings, require_data, sift_method,
-                          warm_up)
+                          warm_up, write_results)
 from imamatch import IMAMatch
 from imamatch.eval.suite import benchmark_pairs
 
@@ -67,11 +66,7 @@ def main() -> None:
     md = (f"Time per pair on the {len(pairs)} shared-data benchmark pairs (long side {LONG_SIDE}, {a.threads} threads, "
           f"torch {torch.__version__}): median of {a.repeats} interleaved runs per pair and method, mean over "
           f"the pairs.\n\n| method | s/pair | vs {REFERENCE} |\n|---|---|---|\n" + "\n".join(rows) + "\n")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(md)
-    a.out.with_suffix(".json").write_text(json.dumps({"mean_s": mean, "per_pair_s": per_pair}, indent=2))
-    print(md)
-    print(f"written: {a.out}")
+    write_results(a.out, md, {"mean_s": mean, "per_pair_s": per_pair})
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ class IMAMatch:
         image 1 is warped onto image 0 by the homography its matches support (:func:`prealign_homography`),
         matched again, and the keypoints mapped back; up to ``prealign_passes`` times, while the matches grow;
         the pass with the most matches is returned (``num_passes``: how many ran). (Too few fine matches for a
-        homography: the coarse matches' cell centres give it, at a one-cell tolerance.)
+        homography: the coarse matches' cell centres give it, at a one-cell tolerance.) ``rotation1``: the
+        degrees (counter-clockwise, 0 unless ``rotations`` > 1 found a better turn) by which image 1 was turned
+        before matching; the keypoints are in its own pixels either way.
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
@@ -131,13 +133,22 @@ class IMAMatch:
         reuse = {} if first0 is None else {"features0": first0.features0, "self0": first0.self0,
                                           "prepared0": first0.prepared0}
         first = self._match_gray(g0, g1, coarse_only_below=shortcut, **reuse)
+        upright, turns, passes = g1, 0, 1
+        if c.rotations > 1 and (first.coarse_only or self._hard(first.result)):
+            turns, scouts = self._best_turns(g0, g1, first)
+            passes += scouts
+            if turns:
+                g1 = np.ascontiguousarray(np.rot90(g1, turns))
+                first = self._match_gray(g0, g1, coarse_only_below=shortcut, features0=first.features0,
+                                         self0=first.self0, prepared0=first.prepared0)
+                passes += 1
         first.result["prealigned"] = False
-        best, passes = first, 1
-        while passes <= c.prealign_passes and (best.coarse_only or self._hard(best.result)):
+        best, prealigned = first, 0
+        while prealigned < c.prealign_passes and (best.coarse_only or self._hard(best.result)):
             again = self._prealigned(g0, g1, best)
             if again is None:  # no homography to pre-align with
                 break
-            passes += 1
+            passes, prealigned = passes + 1, prealigned + 1
             if len(again.result["keypoints0"]) <= len(best.result["keypoints0"]):
                 break
             best = again
@@ -147,6 +158,10 @@ class IMAMatch:
             passes += 1
         result = best.result
         result["num_passes"] = passes  # passes run (the returned one has the most matches)
+        if turns:
+            result["keypoints1"] = unturn_points(result["keypoints1"], turns, upright.shape)
+            g1 = upright
+        result["rotation1"] = 90 * turns
         if self.conf.max_matches is not None:
             result = {k: v[: self.conf.max_matches] if _per_match(v) else v for k, v in result.items()}
         result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
@@ -204,6 +219,29 @@ class IMAMatch:
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
         return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]), side, p0)
 
+    def _best_turns(self, g0: np.ndarray, g1: np.ndarray, first: "_Pass") -> tuple[int, int]:
+        """The quarter turns (``np.rot90``'s ``k``: counter-clockwise) of image 1 to match it at, and how many
+        scout passes that took. A turn's support: how many of its coarse matches one homography explains at one
+        cell (:func:`coarse_support`; on the benchmark's hard upright pairs 19-340, at wrong turns 8-19). The
+        upright ``first`` pass keeps image 1 as it is when its support is at least :data:`UPRIGHT_SUPPORT`;
+        otherwise one coarse-only scout per turn that ``rotations`` allows (image 0's features reused; the
+        scouting stops at a turn with that much support), and a turn wins only with :data:`TURN_MARGIN` times the
+        upright support and at least :data:`MIN_TURN_SUPPORT`."""
+        upright = coarse_support(first)
+        if upright >= UPRIGHT_SUPPORT:
+            return 0, 0
+        step = 4 // self.conf.rotations
+        support = {}
+        for k in range(step, 4, step):
+            scout = self._match_gray(g0, np.ascontiguousarray(np.rot90(g1, k)), coarse_only_below=EVERY_PASS,
+                                     features0=first.features0, self0=first.self0, prepared0=first.prepared0)
+            support[k] = coarse_support(scout)
+            if support[k] >= max(UPRIGHT_SUPPORT, TURN_MARGIN * upright):  # as sure as an upright pass kept unscouted
+                break
+        best = max(support, key=support.__getitem__)
+        won = support[best] >= max(TURN_MARGIN * upright, MIN_TURN_SUPPORT)
+        return (best if won else 0), len(support)
+
     def _hard(self, result: dict[str, Any]) -> bool:
         """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
         below = self.conf.prealign_below
@@ -241,6 +279,22 @@ class IMAMatch:
         px = px if same else again.px  # one matching pixel, in the arrays' pixels
         return _Pass(result, px, (again.coarse[0], _transform(again.coarse[1], H)), again.features0,
                      again.self0, again.coarse_only, side, again.prepared0)
+
+
+EVERY_PASS = 2.0  # as ``coarse_only_below``: more than every cell, so that the pass stops after coarse matching
+# choosing image 1's turn (``MatcherConfig.rotations``) by coarse_support: upright is kept without scouting at this
+# support or more; a turn must reach this many times the upright support, and this much at least
+UPRIGHT_SUPPORT, TURN_MARGIN, MIN_TURN_SUPPORT = 40, 2.0, 12
+
+
+def coarse_support(p: "_Pass") -> int:
+    """How many of a pass's coarse matches one homography explains within a 1/8 cell (8 matching pixels):
+    a turn of image 1 that does not match image 0 finds scattered coarse matches that few of them fit."""
+    c0, c1 = p.coarse
+    if len(c0) < 4:
+        return 0
+    H, inliers = estimate_homography(c0, c1, threshold_px=8 * p.px)
+    return 0 if H is None else int(inliers.sum())
 
 
 @dataclass
@@ -325,6 +379,17 @@ def covered_cells(H: np.ndarray, shape1: tuple[int, int], prep: Prepared) -> tor
               & (u < w)[None] & (v < h)[:, None])
     share = inside.reshape(hp // 8, k, wp // 8, k).mean((1, 3))
     return torch.from_numpy(share > 0.5)[None]
+
+
+def unturn_points(points: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndarray:
+    """Points ``(N, 2)`` (x, y; pixel centres at integers) of ``np.rot90(a, turns)`` → the same points in ``a``,
+    an array of ``shape`` (H, W). Float32."""
+    h, w = shape[:2]
+    p = np.asarray(points, np.float32).reshape(-1, 2)
+    for t in range(turns % 4, 0, -1):  # undo the last quarter turn first
+        width = w if t % 2 == 1 else h  # the width of np.rot90(a, t - 1)
+        p = np.stack([width - 1 - p[:, 1], p[:, 0]], 1)
+    return p
 
 
 def _transform(points: np.ndarray, H: np.ndarray) -> np.ndarray:

@@ -150,14 +150,16 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
                         "this share of that pass's fine queries survive (default 0.15; 0: never)")
     p.add_argument("--prealign-passes", type=int, default=None,
                    help="at most this many pre-aligned passes, each from the previous one's matches (default 2)")
+    p.add_argument("--rotations", type=int, choices=[1, 2, 4], default=None,
+                   help="image 1 may be turned (no EXIF orientation, a rolled camera): when the upright pass finds "
+                        "a hard pair, also try it upside down (2) or at every quarter turn (4); default 1: upright")
     p.add_argument("--prealign-resize", type=int, default=None,
                    help="long side of the pre-aligned passes (default: --resize); e.g. --resize 512 "
                         "--prealign-resize 640: easy pairs at 512, hard ones (wide baselines) at 640")
 
 
-def _matcher(a: argparse.Namespace):
-    from .api import SHIPPED, IMAMatch
-
+def _matcher_overrides(a: argparse.Namespace) -> dict:
+    """The MatcherConfig settings that the flags of :func:`_add_matcher_args` give."""
     over: dict = {"resize": a.resize or None}
     if a.threshold is not None:
         over["coarse_threshold"] = a.threshold
@@ -177,6 +179,15 @@ def _matcher(a: argparse.Namespace):
         over["prealign_passes"] = a.prealign_passes
     if a.prealign_resize is not None:
         over["prealign_resize"] = a.prealign_resize
+    if a.rotations is not None:
+        over["rotations"] = a.rotations
+    return over
+
+
+def _matcher(a: argparse.Namespace):
+    from .api import SHIPPED, IMAMatch
+
+    over = _matcher_overrides(a)
     if a.weights and a.weights not in SHIPPED:
         return IMAMatch(weights=a.weights, **over)
     return IMAMatch.from_pretrained(a.weights or "fast", **over)
@@ -201,11 +212,13 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
             with open(tmp, "wb") as f:
                 np.savez(f, **res)
     n = len(res["keypoints0"])
+    turned = f", image 1 turned by {res['rotation1']} degrees" if res["rotation1"] else ""
     print(f"{n} matches ({int(res['densified'].sum())} from densified cells, {int(res['num_densified'])} of "
           f"{int(res['num_coarse'])} coarse matches densified, {int(res['num_rejected'])} rejected by the "
           f"consistency check, {int(res['num_polished'])} moved by the sub-pixel polish, "
           f"{int(res['num_disagreeing'])} dropped by the neighbourhood check"
-          f"{', from a pass on the pre-aligned image' if res['prealigned'] else ''}, "
+          f"{', from a pass on the pre-aligned image' if res['prealigned'] else ''}"
+          f"{turned}, "
           f"{int(res['num_passes'])} pass{'es' if res['num_passes'] > 1 else ''}) in {dt:.2f} s")
     print(f"picture: {Path(out).resolve()}")
     if save:
@@ -396,12 +409,7 @@ def _pairs_and_match(a: argparse.Namespace, shard: str | None = None) -> list:
         except (ValueError, AssertionError):
             raise ValueError(f"--shard must be k/n with 0 <= k < n, got {shard!r}") from None
         pairs = pairs[k::n]
-    over = {"resize": a.resize or None}
-    if a.threshold is not None:
-        over["coarse_threshold"] = a.threshold
-    if a.densify is not None:
-        over["densify"] = a.densify
-    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, **over)
+    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, **_matcher_overrides(a))
     print(f"{len(pairs)} pairs ({n_new} matched now, {len(pairs) - n_new} already done)")
     return pairs
 

@@ -71,6 +71,11 @@ class MatcherConfig:
     prealign_coarse_below: float | None = 0.15
     prealign_resize: int | None = None  # long side of the pre-aligned passes (None: ``resize``); e.g. the first pass
                                       # (all that easy pairs run) at a lower ``resize`` and hard pairs' passes at 640
+    # image 1 turned by quarter turns (a rolled camera, no EXIF orientation): when the upright first pass finds a
+    # hard pair, image 1 is also tried turned (one coarse pass per turn, image 0's features reused) and matched
+    # at the turn with the most coarse matches; keypoints stay in image 1's own pixels (1: upright only; 2: also
+    # upside down; 4: every quarter turn). Easy upright pairs cost nothing more.
+    rotations: int = 1
     # inference memory
     strip_rows: int = 128             # 1/2-res rows per strip of the backbone and top-down at inference (a multiple
                                       # of 4): fewer, lower peak memory; more, fewer and larger ops (each op
@@ -90,6 +95,9 @@ class MatcherConfig:
             side = getattr(self, key)
             if side is not None and (not isinstance(side, Integral) or isinstance(side, bool) or side < 8):
                 raise ValueError(f"{key} must be None (keep the size) or a long side of at least 8 px, got {side!r}")
+        if isinstance(self.rotations, bool) or self.rotations not in (1, 2, 4):
+            raise ValueError(f"rotations must be 1 (upright only), 2 (also 180 degrees) or 4 (every quarter turn), "
+                             f"got {self.rotations!r}")
         if self.strip_rows <= 0 or self.strip_rows % 4:
             raise ValueError(f"strip_rows must be a positive multiple of 4, got {self.strip_rows}")
 

@@ -76,10 +76,13 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(weights: str | None, overrides: dict, threads: int) -> None:
     import torch
 
-    from .api import IMAMatch
+    from .api import SHIPPED, IMAMatch
 
     torch.set_num_threads(threads)
-    _WORKER["m"] = IMAMatch(weights=weights, **overrides) if weights else IMAMatch.from_pretrained(**overrides)
+    if weights and weights not in SHIPPED:
+        _WORKER["m"] = IMAMatch(weights=weights, **overrides)
+    else:
+        _WORKER["m"] = IMAMatch.from_pretrained(weights or "fast", **overrides)
 
 
 def _match_group(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) -> Iterator[str]:

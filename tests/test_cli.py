@@ -70,3 +70,23 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_pairs_command_takes_the_matcher_flags_and_shipped_weights_by_name(tmp_path):
+    """`imamatch pairs` builds its matcher from the same flags as `match` (here --rotations, --weights accurate)."""
+    import cv2
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.ascontiguousarray(left[..., ::-1]))
+    cv2.imwrite(str(images / "b.png"), np.ascontiguousarray(np.rot90(right, 1)[..., ::-1]))  # a quarter turn
+    counts = {}
+    for flags in ((), ("--rotations", "4", "--weights", "accurate")):
+        out = tmp_path / f"out{len(flags)}"
+        r = run("pairs", str(images), "--out", str(out), *flags)
+        assert r.returncode == 0, r.stderr
+        (raw,) = (out / "raw").glob("*.npz")
+        counts[flags] = len(np.load(raw)["keypoints0"])
+    assert counts[()] < 50 and counts[("--rotations", "4", "--weights", "accurate")] > 1500, counts
