@@ -90,3 +90,13 @@ def test_pairs_command_takes_the_matcher_flags_and_shipped_weights_by_name(tmp_p
         (raw,) = (out / "raw").glob("*.npz")
         counts[flags] = len(np.load(raw)["keypoints0"])
     assert counts[()] < 50 and counts[("--rotations", "4", "--weights", "accurate")] > 1500, counts
+
+
+def test_closed_output_pipe_stops_quietly(tmp_path):
+    """`imamatch demo | head -1`: the reader goes away; no traceback, exit code 141 (as a shell reports SIGPIPE)."""
+    p = subprocess.Popen([sys.executable, "-m", "imamatch", "demo", "--out", str(tmp_path / "demo.png")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # nobody reads what it prints
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+    assert (tmp_path / "demo.png").stat().st_size > 10000  # the picture was written before the printing failed
