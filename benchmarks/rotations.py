@@ -84,7 +84,8 @@ def main() -> None:
     md = (f"# Matching a turned image 1\n\n`python benchmarks/rotations.py{' --peers' if a.peers else ''}`: the "
           f"shared-data benchmark pairs ({LONG_SIDE} px, {a.threads} threads, {a.trials} RANSAC runs per pair) with "
           f"image 1 as it is, and turned by 90°, 180°, 270° counter-clockwise (one per pair, in turn); keypoints "
-          f"mapped back into the upright image and scored as in `bench_shared.py`.\n\n" + table(results, columns) + "\n")
+          f"mapped back into the upright image and scored as in `bench_shared.py`.\n\n"
+          + table(results, columns) + "\n")
     if found is not None:
         md += (f"\nimamatch (rotations=4) matched the turned image 1 at the turn that undoes it on {found[0]} of "
                f"{found[1]} turned matchings.\n")

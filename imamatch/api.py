@@ -16,7 +16,7 @@ import torch
 from .backbone import BackboneOutput
 from .config import PRESETS, MatcherConfig
 from .errors import WeightsError
-from .io import ImageInput, Prepared, prepare, to_gray_sized, to_original
+from .io import ImageInput, Prepared, mask_cells, prepare, read_mask, to_gray_sized, to_original
 from .model import IMAMatchNet
 from .pose import estimate_homography, estimate_relative_pose
 from .runtime import keep_freed_memory
@@ -71,7 +71,8 @@ class IMAMatch:
         return cls(PRESETS["fast"], weights=path, device=device, **overrides)  # architecture: the file's
 
     def match(self, image0: ImageInput, image1: ImageInput, K0: np.ndarray | None = None,
-              K1: np.ndarray | None = None, refine_pose: bool = True) -> dict[str, Any]:
+              K1: np.ndarray | None = None, refine_pose: bool = True, mask0: ImageInput | None = None,
+              mask1: ImageInput | None = None) -> dict[str, Any]:
         """Match two images (paths, arrays, PIL images or tensors; sizes may differ).
 
         With intrinsics ``K0`` and ``K1`` (3×3, original pixels) the relative pose is estimated too
@@ -94,26 +95,37 @@ class IMAMatch:
         homography: the coarse matches' cell centres give it, at a one-cell tolerance.) ``rotation1``: the
         degrees (counter-clockwise, 0 unless ``rotations`` > 1 found a better turn) by which image 1 was turned
         before matching; the keypoints are in its own pixels either way.
+
+        ``mask0``, ``mask1``: where matches may lie, COLMAP's convention (nonzero pixels may be matched; a file,
+        array, PIL image or tensor of the image's full size, EXIF orientation applied like the image's): cells
+        mostly outside are left out of attention and matching, and matches on masked pixels are dropped.
         """
         if (K0 is None) != (K1 is None):
             raise ValueError("give both K0 and K1 to estimate the relative pose")
-        return next(self.match_many(image0, [image1], K0, None if K1 is None else [K1], refine_pose))
+        return next(self.match_many(image0, [image1], K0, None if K1 is None else [K1], refine_pose,
+                                    mask0=mask0, masks1=None if mask1 is None else [mask1]))
 
     def match_many(self, image0: ImageInput, images1: Iterable[ImageInput], K0: np.ndarray | None = None,
-                   K1s: Iterable[np.ndarray] | None = None, refine_pose: bool = True) -> Iterator[dict[str, Any]]:
+                   K1s: Iterable[np.ndarray] | None = None, refine_pose: bool = True,
+                   mask0: ImageInput | None = None,
+                   masks1: Iterable[ImageInput | None] | None = None) -> Iterator[dict[str, Any]]:
         """:meth:`match` of ``image0`` with each of ``images1`` in turn, lazily (a generator): the same results
         as :meth:`match` pair by pair, in less time, since image 0 is read and prepared, and its backbone
         features and first self-attention computed, once (e.g. exhaustive or sequential matching for SfM).
-        ``K1s``: one intrinsics matrix per image of ``images1``, given with ``K0``, or None."""
+        ``K1s``: one intrinsics matrix per image of ``images1``, given with ``K0``, or None; ``mask0`` and
+        ``masks1`` (one per image of ``images1``, each may be None), as in :meth:`match`."""
         if (K0 is None) != (K1s is None):
             raise ValueError("give both K0 and K1s to estimate the relative poses")
         K0 = None if K0 is None else _intrinsics(K0, "K0")
         g0, full0 = to_gray_sized(image0, "image0", self._decode_side())
-        pairs = ((im, None) for im in images1) if K1s is None else zip(images1, K1s, strict=True)
+        m0 = None if mask0 is None else read_mask(mask0, full0, g0.shape, "mask0")
+        given = [images1] + [column for column in (K1s, masks1) if column is not None]
         first0 = None
-        for image1, K1 in pairs:
+        for row in zip(*given, strict=True):  # one K and mask per image, where given
+            it = iter(row)
+            image1, K1, mask1 = next(it), None if K1s is None else next(it), None if masks1 is None else next(it)
             K1 = None if K1 is None else _intrinsics(K1, "K1")
-            result, first0 = self._match_decoded(g0, full0, image1, K0, K1, refine_pose, first0)
+            result, first0 = self._match_decoded(g0, full0, image1, K0, K1, refine_pose, first0, m0, mask1)
             yield result
 
     def _decode_side(self) -> int | None:
@@ -122,30 +134,35 @@ class IMAMatch:
         return c.resize if c.resize is None or c.prealign_resize is None else max(c.resize, c.prealign_resize)
 
     def _match_decoded(self, g0: np.ndarray, full0: tuple[int, int], image1: ImageInput, K0: np.ndarray | None,
-                       K1: np.ndarray | None, refine_pose: bool, first0: "_Pass | None"
+                       K1: np.ndarray | None, refine_pose: bool, first0: "_Pass | None",
+                       mask0: np.ndarray | None = None, mask1: ImageInput | None = None
                        ) -> tuple[dict[str, Any], "_Pass"]:
-        """:meth:`match` with image 0 read already (``g0`` at its ``full0`` size); ``first0``: an earlier first
-        pass with this image 0, whose preparation, backbone features and first self-attention are reused. Also
-        returns this pair's first pass (for the next pair)."""
+        """:meth:`match` with image 0 read already (``g0`` at its ``full0`` size; ``mask0``: its mask, bool at
+        ``g0``'s size, or None); ``first0``: an earlier first pass with this image 0 and mask, whose preparation,
+        backbone features and first self-attention are reused. Also returns this pair's first pass (for the next
+        pair)."""
         c = self.conf
         g1, full1 = to_gray_sized(image1, "image1", self._decode_side())
+        m1 = None if mask1 is None else read_mask(mask1, full1, g1.shape, "mask1")
+        masks = {"mask0": mask0, "mask1": m1}
         shortcut = c.prealign_coarse_below if c.prealign_below is not None and c.prealign_passes > 0 else None
         reuse = {} if first0 is None else {"features0": first0.features0, "self0": first0.self0,
                                           "prepared0": first0.prepared0}
-        first = self._match_gray(g0, g1, coarse_only_below=shortcut, **reuse)
-        upright, turns, passes = g1, 0, 1
+        first = self._match_gray(g0, g1, coarse_only_below=shortcut, **reuse, **masks)
+        upright, upright_mask1, turns, passes = g1, m1, 0, 1
         if c.rotations > 1 and (first.coarse_only or self._hard(first.result)):
-            turns, scouts = self._best_turns(g0, g1, first)
+            turns, scouts = self._best_turns(g0, g1, first, **masks)
             passes += scouts
             if turns:
                 g1 = np.ascontiguousarray(np.rot90(g1, turns))
+                masks["mask1"] = None if m1 is None else np.rot90(m1, turns)
                 first = self._match_gray(g0, g1, coarse_only_below=shortcut, features0=first.features0,
-                                         self0=first.self0, prepared0=first.prepared0)
+                                         self0=first.self0, prepared0=first.prepared0, **masks)
                 passes += 1
         first.result["prealigned"] = False
         best, prealigned = first, 0
         while prealigned < c.prealign_passes and (best.coarse_only or self._hard(best.result)):
-            again = self._prealigned(g0, g1, best)
+            again = self._prealigned(g0, g1, best, **masks)
             if again is None:  # no homography to pre-align with
                 break
             passes, prealigned = passes + 1, prealigned + 1
@@ -153,7 +170,8 @@ class IMAMatch:
                 break
             best = again
         if best.coarse_only:  # the pre-aligned passes found nothing: the first pass in full after all
-            best = self._match_gray(g0, g1, features0=first.features0, self0=first.self0, prepared0=first.prepared0)
+            best = self._match_gray(g0, g1, features0=first.features0, self0=first.self0, prepared0=first.prepared0,
+                                    **masks)
             best.result["prealigned"] = False
             passes += 1
         result = best.result
@@ -162,6 +180,9 @@ class IMAMatch:
             result["keypoints1"] = unturn_points(result["keypoints1"], turns, upright.shape)
             g1 = upright
         result["rotation1"] = 90 * turns
+        if mask0 is not None or upright_mask1 is not None:  # the cells were masked; now the pixels
+            keep = on_mask(result["keypoints0"], mask0) & on_mask(result["keypoints1"], upright_mask1)
+            result = {k: v[keep] if _per_match(v) else v for k, v in result.items()}
         if self.conf.max_matches is not None:
             result = {k: v[: self.conf.max_matches] if _per_match(v) else v for k, v in result.items()}
         result["keypoints0"] = _rescale(result["keypoints0"], g0.shape, full0)
@@ -178,22 +199,27 @@ class IMAMatch:
     def _match_gray(self, g0: np.ndarray, g1: np.ndarray, cover1: Callable[[Prepared], torch.Tensor] | None = None,
                     features0: BackboneOutput | None = None, coarse_only_below: float | None = None,
                     self0: torch.Tensor | None = None, side: int | None = None,
-                    prepared0: Prepared | None = None) -> "_Pass":
+                    prepared0: Prepared | None = None, mask0: np.ndarray | None = None,
+                    mask1: np.ndarray | None = None) -> "_Pass":
         """One pass of the network on grayscale arrays; keypoints in their pixels, sorted by confidence.
         ``cover1``: maps prepared image 1 to its ``(1, Hp/8, Wp/8)`` cells that show content (the others
         are masked out); ``features0``, ``self0``: image 0's backbone and first self-attention outputs from
         an earlier pass (same ``g0`` and ``side``), and ``prepared0``, its prepared image;
         ``coarse_only_below``: see :meth:`IMAMatchNet.match` (the pass then has coarse matches only);
-        ``side``: the long side the network sees (None: ``resize``)."""
+        ``side``: the long side the network sees (None: ``resize``); ``mask0``, ``mask1``: bool arrays of the
+        arrays' sizes, where matches may lie (cells mostly outside are masked out)."""
         side = side or self.conf.resize
         p0 = prepared0 or prepare(g0, side, self.net.size_multiple)
         p1 = prepare(g1, side, self.net.size_multiple)
+        valid0 = p0.valid if mask0 is None else p0.valid & mask_cells(mask0, p0)
         valid1 = p1.valid if cover1 is None else p1.valid & cover1(p1)
+        if mask1 is not None:
+            valid1 &= mask_cells(mask1, p1)
         with torch.inference_mode():
             image0 = p0.tensor.to(self.device)
             if features0 is None:
                 features0 = self.net.backbone(image0)
-            out = self.net.match(image0, p1.tensor.to(self.device), p0.valid.to(self.device),
+            out = self.net.match(image0, p1.tensor.to(self.device), valid0.to(self.device),
                                  valid1.to(self.device), features0=features0,
                                  coarse_only_below=coarse_only_below, self0=self0)
         self0 = out.pop("self0")
@@ -219,7 +245,8 @@ class IMAMatch:
         coarse = (to_original(out["coarse0"], p0), to_original(out["coarse1"], p1))
         return _Pass(result, max(*p0.scale, *p1.scale), coarse, features0, self0, bool(out["coarse_only"]), side, p0)
 
-    def _best_turns(self, g0: np.ndarray, g1: np.ndarray, first: "_Pass") -> tuple[int, int]:
+    def _best_turns(self, g0: np.ndarray, g1: np.ndarray, first: "_Pass", mask0: np.ndarray | None = None,
+                    mask1: np.ndarray | None = None) -> tuple[int, int]:
         """The quarter turns (``np.rot90``'s ``k``: counter-clockwise) of image 1 to match it at, and how many
         scout passes that took. A turn's support: how many of its coarse matches one homography explains at one
         cell (:func:`coarse_support`; on the benchmark's hard upright pairs 19-340, at wrong turns 8-19). The
@@ -234,7 +261,8 @@ class IMAMatch:
         support = {}
         for k in range(step, 4, step):
             scout = self._match_gray(g0, np.ascontiguousarray(np.rot90(g1, k)), coarse_only_below=EVERY_PASS,
-                                     features0=first.features0, self0=first.self0, prepared0=first.prepared0)
+                                     features0=first.features0, self0=first.self0, prepared0=first.prepared0,
+                                     mask0=mask0, mask1=None if mask1 is None else np.rot90(mask1, k))
             support[k] = coarse_support(scout)
             if support[k] >= max(UPRIGHT_SUPPORT, TURN_MARGIN * upright):  # as sure as an upright pass kept unscouted
                 break
@@ -247,11 +275,13 @@ class IMAMatch:
         below = self.conf.prealign_below
         return below is not None and len(result["keypoints0"]) < below * max(1, result["num_queries"])
 
-    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, prev: "_Pass") -> "_Pass | None":
+    def _prealigned(self, g0: np.ndarray, g1: np.ndarray, prev: "_Pass", mask0: np.ndarray | None = None,
+                    mask1: np.ndarray | None = None) -> "_Pass | None":
         """Another pass for hard pairs: image 1 warped onto image 0 by the homography that the previous pass's
         matches support (its coarse matches', one cell tolerance, when too few fine ones survived), matched
         again at ``prealign_resize`` (image 0's backbone features reused when that is the previous pass's size);
-        keypoints and coarse cell centres mapped back into image 1. None when no homography is found."""
+        keypoints and coarse cell centres mapped back into image 1 (``mask1`` warped with it). None when no
+        homography is found."""
         px = prev.px
         H = prealign_homography(prev.result["keypoints0"], prev.result["keypoints1"], g0.shape,
                                 threshold_px=3 * px)
@@ -265,12 +295,15 @@ class IMAMatch:
         front = front_mask(H, (h0, w0))
         if front is not None:  # what lies behind the horizon maps onto image 1 mirrored: blank and masked
             warped[~front] = 0
+        if mask1 is not None:
+            mask1 = cv2.warpPerspective(mask1.astype(np.uint8), H, (w0, h0),
+                                        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
         side = self.conf.prealign_resize or self.conf.resize
         same = side == prev.side  # image 0's features can be reused at the same size only
         cover = functools.partial(covered_cells, H, g1.shape)
         again = self._match_gray(g0, warped, cover, prev.features0 if same else None,
                                  self0=prev.self0 if same else None, side=side,
-                                 prepared0=prev.prepared0 if same else None)
+                                 prepared0=prev.prepared0 if same else None, mask0=mask0, mask1=mask1)
         k1 = _transform(again.result["keypoints1"], H)
         inside = ((k1 >= -0.5) & (k1 <= np.array([g1.shape[1], g1.shape[0]]) - 0.5)).all(1)
         result = {k: v[inside] if _per_match(v) else v for k, v in again.result.items()}
@@ -390,6 +423,17 @@ def unturn_points(points: np.ndarray, turns: int, shape: tuple[int, int]) -> np.
         width = w if t % 2 == 1 else h  # the width of np.rot90(a, t - 1)
         p = np.stack([width - 1 - p[:, 1], p[:, 0]], 1)
     return p
+
+
+def on_mask(points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``(N,)`` bool: points ``(N, 2)`` (x, y; pixel centres at integers) on a true pixel of ``mask`` (all of
+    them when ``mask`` is None)."""
+    if mask is None:
+        return np.ones(len(points), bool)
+    h, w = mask.shape
+    x = np.clip(np.rint(points[:, 0]), 0, w - 1).astype(np.intp)
+    y = np.clip(np.rint(points[:, 1]), 0, h - 1).astype(np.intp)
+    return mask[y, x]
 
 
 def _transform(points: np.ndarray, H: np.ndarray) -> np.ndarray:

@@ -194,7 +194,7 @@ def _matcher(a: argparse.Namespace):
     return IMAMatch.from_pretrained(a.weights or "fast", **over)
 
 
-def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str) -> dict:
+def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str, mask0=None, mask1=None) -> dict:
     import time
 
     import numpy as np
@@ -203,7 +203,7 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
     from .viz import draw_matches
 
     t = time.perf_counter()
-    res = matcher.match(src0, src1)
+    res = matcher.match(src0, src1, mask0=mask0, mask1=mask1)
     dt = time.perf_counter() - t
     g0, g1 = to_gray(src0, "image0"), to_gray(src1, "image1")
     with atomic_path(out) as tmp:
@@ -228,7 +228,8 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str)
 
 
 def _run_match(a: argparse.Namespace) -> int:
-    _match_and_draw(_matcher(a), a.image0, a.image1, a.out, a.save, f"{Path(a.image0).name} ↔ {Path(a.image1).name}")
+    _match_and_draw(_matcher(a), a.image0, a.image1, a.out, a.save, f"{Path(a.image0).name} ↔ {Path(a.image1).name}",
+                    a.mask0, a.mask1)
     return 0
 
 
@@ -274,7 +275,8 @@ def _run_pose(a: argparse.Namespace) -> int:
 
     from .eval.metrics import rotation_error_deg
 
-    res = _matcher(a).match(a.image0, a.image1, K0=a.K0, K1=a.K1, refine_pose=not a.no_ba)
+    res = _matcher(a).match(a.image0, a.image1, K0=a.K0, K1=a.K1, refine_pose=not a.no_ba, mask0=a.mask0,
+                            mask1=a.mask1)
     if not res["pose_success"]:
         print(f"no pose: {len(res['keypoints0'])} matches were not enough for a relative pose", file=sys.stderr)
         return 3
@@ -286,6 +288,12 @@ def _run_pose(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mask_args(p: argparse.ArgumentParser) -> None:
+    for k in (0, 1):
+        p.add_argument(f"--mask{k}", help=f"mask of image{k} (its size; COLMAP's convention: zero pixels are not "
+                                          "matched)")
+
+
 def _add_match(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("pose", help="relative pose of two calibrated images (robust estimate + bundle adjustment)")
     q.add_argument("image0")
@@ -293,12 +301,14 @@ def _add_match(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--K0", type=_intrinsics_arg, required=True, help="fx,fy,cx,cy or a 3×3 matrix file")
     q.add_argument("--K1", type=_intrinsics_arg, required=True, help="fx,fy,cx,cy or a 3×3 matrix file")
     q.add_argument("--no-ba", action="store_true", help="skip the bundle-adjustment refinement")
+    _add_mask_args(q)
     _add_matcher_args(q)
     p = sub.add_parser("match", help="match two images and draw the matches")
     p.add_argument("image0")
     p.add_argument("image1")
     p.add_argument("--out", default="matches.png", help="picture to write (PNG, JPG or PDF)")
     p.add_argument("--save", help="also save the matches as .npz")
+    _add_mask_args(p)
     _add_matcher_args(p)
     d = sub.add_parser("demo", help="match a bundled stereo pair (no download) and draw the matches")
     d.add_argument("--out", default="imamatch-demo.png")
@@ -383,6 +393,8 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--pairs-file", help="text file of 'name0 name1' lines (overrides --mode)")
         p.add_argument("--workers", type=int, default=1, help="matching processes")
         p.add_argument("--quantize", type=float, default=2.0, help="keypoint merge grid (pixels)")
+        p.add_argument("--masks", help="folder of COLMAP-style masks, <masks>/<image name>.png: zero pixels are "
+                                       "not matched (images without one are matched everywhere)")
         _add_matcher_args(p)
 
     p = sub.add_parser("pairs", help="match many pairs; write hloc-style features.h5 / matches.h5")
@@ -410,7 +422,8 @@ def _pairs_and_match(a: argparse.Namespace, shard: str | None = None) -> list:
         except (ValueError, AssertionError):
             raise ValueError(f"--shard must be k/n with 0 <= k < n, got {shard!r}") from None
         pairs = pairs[k::n]
-    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, **_matcher_overrides(a))
+    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, masks=a.masks,
+                            **_matcher_overrides(a))
     print(f"{len(pairs)} pairs ({n_new} matched now, {len(pairs) - n_new} already done)")
     return pairs
 

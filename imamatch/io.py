@@ -141,6 +141,35 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def read_mask(src: ImageInput, full: tuple[int, int], shape: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """A mask of where matches may lie, COLMAP's convention: nonzero pixels may be matched, zero ones not. Given
+    (path, array, PIL image or tensor; gray or colour) at the full size ``full`` = (H, W) of its image, EXIF
+    orientation applied as for the image; returned as bool at ``shape``, the size of the image's array (a pixel
+    there is kept when most of what it covers is). Raises :class:`ImageError` on a size that is not the image's."""
+    m, m_full = to_gray_sized(src, name, max(shape))
+    if tuple(m_full) != tuple(full):
+        raise ImageError(f"{name}: a {m_full[1]}×{m_full[0]} mask for a {full[1]}×{full[0]} image")
+    keep = (m > 0).astype(np.float32)
+    if keep.shape != tuple(shape):
+        keep = cv2.resize(keep, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return keep > 0.5
+
+
+def mask_cells(mask: np.ndarray, prep: "Prepared") -> torch.Tensor:
+    """``(1, Hp/8, Wp/8)`` bool: the 1/8 cells of ``prep`` where most of the image inside the cell is in ``mask``
+    (bool, at the size of the array ``prep`` was made from); an all-true mask keeps every cell of the image."""
+    h, w = prep.size
+    hp, wp = prep.tensor.shape[-2:]
+    m = mask.astype(np.float32)
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+    kept, inside = np.zeros((hp, wp), np.float32), np.zeros((hp, wp), np.float32)
+    kept[:h, :w], inside[:h, :w] = m, 1
+    pooled = kept.reshape(hp // 8, 8, wp // 8, 8).sum((1, 3))
+    area = inside.reshape(hp // 8, 8, wp // 8, 8).sum((1, 3))
+    return torch.from_numpy(pooled > 0.5 * np.maximum(area, 1))[None]
+
+
 @dataclass
 class Prepared:
     """A network-ready image: ``tensor`` ``(1, 1, Hp, Wp)``, ``valid`` ``(1, Hp/8, Wp/8)`` bool, the resized

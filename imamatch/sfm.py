@@ -85,11 +85,23 @@ def _init_worker(weights: str | None, overrides: dict, threads: int) -> None:
         _WORKER["m"] = IMAMatch.from_pretrained(weights or "fast", **overrides)
 
 
-def _match_group(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) -> Iterator[str]:
+def mask_path(mask_dir: str | Path | None, name: str) -> Path | None:
+    """COLMAP's mask file of image ``name`` (a relative path): ``mask_dir/<name>.png``, or None when there is none
+    (no ``mask_dir``, or no file for this image: it is matched everywhere)."""
+    if mask_dir is None:
+        return None
+    path = Path(mask_dir) / f"{name}.png"
+    return path if path.is_file() else None
+
+
+def _match_group(image_dir: str, a: str, bs: Sequence[str], raw_dir: str,
+                 mask_dir: str | None = None) -> Iterator[str]:
     """Match image ``a`` with each of ``bs`` (image ``a`` read and encoded once: :meth:`IMAMatch.match_many`),
-    writing each pair's file as soon as it is matched and yielding its path."""
-    images = (Path(image_dir) / b for b in bs)
-    for b, r in zip(bs, _WORKER["m"].match_many(Path(image_dir) / a, images)):
+    writing each pair's file as soon as it is matched and yielding its path. ``mask_dir``: see :func:`mask_path`."""
+    images = [Path(image_dir) / b for b in bs]
+    masks = None if mask_dir is None else [mask_path(mask_dir, b) for b in bs]
+    results = _WORKER["m"].match_many(Path(image_dir) / a, images, mask0=mask_path(mask_dir, a), masks1=masks)
+    for b, r in zip(bs, results):
         dst = Path(raw_dir) / f"{pair_key(a, b)}.npz"
         with atomic_path(dst) as tmp:
             with open(tmp, "wb") as f:
@@ -98,9 +110,9 @@ def _match_group(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) -> Ite
         yield str(dst)
 
 
-def _match_group_all(image_dir: str, a: str, bs: Sequence[str], raw_dir: str) -> int:
+def _match_group_all(image_dir: str, a: str, bs: Sequence[str], raw_dir: str, mask_dir: str | None = None) -> int:
     """:func:`_match_group` run through (in a worker process): the number of pairs matched."""
-    return sum(1 for _ in _match_group(image_dir, a, bs, raw_dir))
+    return sum(1 for _ in _match_group(image_dir, a, bs, raw_dir, mask_dir))
 
 
 def group_pairs(pairs: Sequence[tuple[str, str]], workers: int = 1) -> list[tuple[str, list[str]]]:
@@ -118,12 +130,16 @@ def group_pairs(pairs: Sequence[tuple[str, str]], workers: int = 1) -> list[tupl
 
 def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir: str | Path,
                 weights: str | None = None, workers: int = 1, threads: int | None = None,
-                **overrides: Any) -> int:
+                masks: str | Path | None = None, **overrides: Any) -> int:
     """Match every pair not already in ``out_dir/raw`` (resumable: a killed run loses at most the pairs in
     flight; files appear atomically). Pairs are taken in groups that share their first image, which is read and
     encoded once per group (:meth:`IMAMatch.match_many`; the same matches; :func:`group_pairs`); ``workers`` > 1
-    share the groups out.
+    share the groups out. ``masks``: a folder of COLMAP-style masks (:func:`mask_path`; nonzero pixels may be
+    matched); matches already in ``out_dir`` are kept as they are, so give a new ``out_dir`` after changing them.
     Returns the number of pairs matched now."""
+    if masks is not None and not Path(masks).is_dir():
+        raise DataError(f"mask folder not found: {masks}")
+    mask_dir = None if masks is None else str(masks)
     out = Path(out_dir)
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -138,14 +154,14 @@ def match_pairs(image_dir: str | Path, pairs: Sequence[tuple[str, str]], out_dir
     if workers <= 1:
         _init_worker(weights, overrides, threads)
         for a, bs in tasks:
-            for _ in _match_group(str(image_dir), a, bs, str(raw)):
+            for _ in _match_group(str(image_dir), a, bs, str(raw), mask_dir):
                 bar.update(1)
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(weights, overrides, threads)) as ex:
-            futs = [ex.submit(_match_group_all, str(image_dir), a, bs, str(raw)) for a, bs in tasks]
+            futs = [ex.submit(_match_group_all, str(image_dir), a, bs, str(raw), mask_dir) for a, bs in tasks]
             for f in as_completed(futs):
                 bar.update(f.result())
     bar.close()

@@ -100,3 +100,26 @@ def test_closed_output_pipe_stops_quietly(tmp_path):
     err = p.stderr.read().decode()
     assert p.wait() == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
     assert (tmp_path / "demo.png").stat().st_size > 10000  # the picture was written before the printing failed
+
+
+def test_pairs_command_applies_colmap_style_masks(tmp_path):
+    """`--masks DIR`: DIR/<image name>.png, zero pixels not matched; images without a mask file are matched anywhere."""
+    import cv2
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.ascontiguousarray(left[..., ::-1]))
+    cv2.imwrite(str(images / "b.png"), np.ascontiguousarray(right[..., ::-1]))
+    keep = np.zeros(left.shape[:2], np.uint8)
+    keep[:, : left.shape[1] // 2] = 255
+    cv2.imwrite(str(masks / "a.png.png"), keep)  # a's left half only; b has no mask
+    r = run("pairs", str(images), "--out", str(tmp_path / "out"), "--masks", str(masks))
+    assert r.returncode == 0, r.stderr
+    (raw,) = (tmp_path / "out" / "raw").glob("*.npz")
+    k0 = np.load(raw)["keypoints0"]
+    assert len(k0) > 300 and (np.rint(k0[:, 0]) < left.shape[1] // 2).all()
+    bad = run("pairs", str(images), "--out", str(tmp_path / "out2"), "--masks", str(tmp_path / "nowhere"))
+    assert bad.returncode == 1 and "mask folder not found" in bad.stderr

@@ -275,7 +275,7 @@ def test_coarse_only_first_pass_is_redone_in_full_when_pre_alignment_fails(monke
     img0, img1, _ = _strong_perspective()
     expect = IMAMatch.from_pretrained(prealign_below=None).match(img0, img1)
     m = IMAMatch.from_pretrained(prealign_coarse_below=1.0)
-    monkeypatch.setattr(m, "_prealigned", lambda *args: None)
+    monkeypatch.setattr(m, "_prealigned", lambda *args, **kwargs: None)
     out = m.match(img0, img1)
     assert not out["prealigned"] and out["num_passes"] == 2
     np.testing.assert_array_equal(out["keypoints0"], expect["keypoints0"])
