@@ -2,7 +2,7 @@
 registered images, reprojection error, track length and camera rotation errors against transforms.json.
 
     python benchmarks/sfm_fox.py [--data ../shared/data] [--out benchmarks/results/sfm_fox.md] [--window 5]
-        [--pairs sequential|exhaustive]
+        [--pairs sequential|exhaustive|retrieval] [--top 10]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imamatch import sfm
+from imamatch import IMAMatch, sfm
 from imamatch.data.posed import load_transforms
 from imamatch.eval.align import aligned_rotation_errors, umeyama
 
@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/imamatch_sfm_fox")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sfm_fox.md"))
     ap.add_argument("--window", type=int, default=5)
-    ap.add_argument("--pairs", choices=("sequential", "exhaustive"), default="sequential")
+    ap.add_argument("--pairs", choices=("sequential", "exhaustive", "retrieval"), default="sequential")
+    ap.add_argument("--top", type=int, default=10, help="retrieval: pairs with the N most similar images")
     ap.add_argument("--resize", type=int, default=640)
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
@@ -34,7 +35,12 @@ def main() -> None:
         sys.exit(f"fox sequence not found at {fox}")
     images = fox / "images"
     names = sfm.list_images(images)
-    pairs = sfm.select_pairs(names, a.pairs, a.window)
+    t = time.time()
+    if a.pairs == "retrieval":
+        pairs = sfm.retrieval_pairs_of(images, names, a.work, a.top, IMAMatch.from_pretrained(resize=a.resize))
+    else:
+        pairs = sfm.select_pairs(names, a.pairs, a.window)
+    t_pairs = time.time() - t
     t = time.time()
     sfm.match_pairs(images, pairs, a.work, workers=a.workers, resize=a.resize)
     t_match = time.time() - t
@@ -59,7 +65,8 @@ def main() -> None:
     rows = [
         ("images / registered (largest model)", f"{res['images']} / {res['registered']}"),
         ("models (registered images each)", f"{res['models']} ({' + '.join(map(str, res['registered_per_model']))})"),
-        ("pairs", f"{len(pairs)} ({a.pairs}" + (f", window {a.window})" if a.pairs == "sequential" else ")")),
+        ("pairs", f"{len(pairs)} ({a.pairs}" + {"sequential": f", window {a.window})",
+                                                "retrieval": f", top {a.top}; {t_pairs:.0f} s)"}.get(a.pairs, ")")),
         ("3D points", f"{res['points3D']}"),
         ("mean reprojection error (px)", f"{res['mean_reprojection_error']:.3f}"),
         ("mean track length (model / merged matches)",

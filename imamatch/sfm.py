@@ -4,6 +4,7 @@
 Layout of an output folder ``DIR``::
 
     DIR/pairs.txt            the pair list ("name0 name1" per line)
+    DIR/retrieval.npz        the images' global descriptors (pairs by retrieval; reused when run again)
     DIR/raw/<k>.npz          one file per matched pair, written atomically (the unit of resumption / sharding)
     DIR/features.h5          hloc format: /<image name>/keypoints (N, 2), scores (N,), image_size
     DIR/matches.h5           hloc format: /<name0 with / → ->/<name1 …>/matches0 (N0,), matching_scores0
@@ -61,7 +62,31 @@ def select_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     if mode == "sequential":
         return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, min(len(names), i + 1 + window))]
-    raise ValueError(f"unknown pair mode {mode!r}; expected 'exhaustive' or 'sequential'")
+    raise ValueError(f"unknown pair mode {mode!r}; expected 'exhaustive' or 'sequential' (retrieval: "
+                     "retrieval_pairs_of)")
+
+
+def retrieval_pairs_of(image_dir: str | Path, names: Sequence[str], out_dir: str | Path, top: int,
+                       matcher: Any) -> list[tuple[str, str]]:
+    """Each image of ``names`` (under ``image_dir``) paired with its ``top`` most similar ones
+    (:mod:`imamatch.retrieval`, descriptors from ``matcher``). The descriptors are kept in
+    ``out_dir/retrieval.npz`` and reused by a later run with the same images, weights and size."""
+    from .retrieval import global_descriptors, retrieval_pairs
+
+    cache = Path(out_dir) / "retrieval.npz"
+    key = f"{matcher.weights_info.get('sha256', 'untrained')}:{matcher.conf.resize}"
+    descriptors = None
+    if cache.is_file():
+        with np.load(cache) as z:
+            if list(z["names"]) == list(names) and str(z["key"]) == key:
+                descriptors = z["descriptors"]
+    if descriptors is None:
+        descriptors = global_descriptors(matcher, [Path(image_dir) / n for n in names])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, names=np.array(names), key=np.array(key), descriptors=descriptors)
+    return retrieval_pairs(names, descriptors, top)
 
 
 def pair_key(a: str, b: str) -> str:

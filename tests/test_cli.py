@@ -123,3 +123,21 @@ def test_pairs_command_applies_colmap_style_masks(tmp_path):
     assert len(k0) > 300 and (np.rint(k0[:, 0]) < left.shape[1] // 2).all()
     bad = run("pairs", str(images), "--out", str(tmp_path / "out2"), "--masks", str(tmp_path / "nowhere"))
     assert bad.returncode == 1 and "mask folder not found" in bad.stderr
+
+
+def test_pairs_by_retrieval_pair_each_photo_with_its_other_view(tmp_path, twin_photos):
+    import cv2
+
+    names, images = twin_photos
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for n, im in zip(names, images):
+        cv2.imwrite(str(folder / f"{n}.png"), im)
+    out = tmp_path / "out"
+    r = run("pairs", str(folder), "--out", str(out), "--mode", "retrieval", "--top", "1")
+    assert r.returncode == 0, r.stderr
+    pairs = sorted(tuple(line.split()) for line in (out / "pairs.txt").read_text().splitlines())
+    assert pairs == sorted((f"{n}_a.png", f"{n}_b.png") for n in ("astronaut", "chelsea", "coffee"))
+    assert (out / "retrieval.npz").is_file() and len(list((out / "raw").glob("*.npz"))) == 3
+    again = run("pairs", str(folder), "--out", str(out), "--mode", "retrieval", "--top", "1")
+    assert again.returncode == 0 and "describing" not in again.stderr  # the descriptors were kept
