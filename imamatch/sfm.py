@@ -283,7 +283,7 @@ def track_lengths(merged: MergedMatches) -> np.ndarray:
             ru, rv = find(offset[a] + int(u)), find(offset[b] + int(v))
             if ru != rv:
                 parent[ru] = rv
-    roots = np.array([find(x) for x in range(start)])
+    roots = np.array([find(x) for x in range(start)], dtype=np.intp)
     counts = np.bincount(roots, minlength=start)
     return counts[counts >= 2]
 
@@ -331,6 +331,14 @@ def image_sizes(image_dir: str | Path, names: Sequence[str]) -> dict[str, tuple[
 
 
 # ------------------------------------------------------------------ COLMAP
+def check_camera_mode(sizes: dict[str, tuple[int, int]], camera_mode: str) -> None:
+    """Raise :class:`DataError` when one camera (``camera_mode`` "single") is asked to take images of several
+    sizes (``sizes``: name → (width, height)): COLMAP would leave all but one size out."""
+    if camera_mode == "single" and len(set(sizes.values())) > 1:
+        raise DataError(f"the images have {len(set(sizes.values()))} different sizes: one camera (--camera-mode "
+                        "single) cannot take them all; use --camera-mode per_image or auto")
+
+
 def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | Path, pairs_path: str | Path,
                    camera_mode: str = "single", min_inliers: int = 15, max_error: float = 4.0) -> Path:
     """A COLMAP database (images, keypoints, raw matches) plus pycolmap's geometric verification."""
@@ -347,6 +355,10 @@ def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | 
     db = pycolmap.Database.open(db_path)
     try:
         ids = {im.name: im.image_id for im in db.read_all_images()}
+        missing = [n for n in names if n not in ids]
+        if missing:
+            raise DataError(f"COLMAP did not import {len(missing)} of the {len(names)} images (e.g. {missing[0]}); "
+                            "with --camera-mode single they must all have one size (use per_image or auto)")
         for n in names:
             db.write_keypoints(ids[n], merged.keypoints[n] + 0.5)  # COLMAP: pixel centres at +0.5
         for (a, b), m in merged.matches.items():
@@ -369,8 +381,10 @@ def reconstruct(image_dir: str | Path, out_dir: str | Path, camera_mode: str = "
     pairs = [tuple(line.split()[:2]) for line in (out / "pairs.txt").read_text().splitlines() if line.strip()]
     merged = merge_keypoints(load_raw([out], pairs))
     names = sorted(merged.keypoints)
-    write_h5(merged, out, image_sizes(image_dir, names))
+    sizes = image_sizes(image_dir, names)
+    write_h5(merged, out, sizes)
     tracks = track_lengths(merged)
+    check_camera_mode(sizes, camera_mode)
     db = build_database(image_dir, merged, out / "database.db", out / "pairs.txt", camera_mode)
     sparse = out / "sparse"
     sparse.mkdir(exist_ok=True)

@@ -147,3 +147,27 @@ def test_pairs_are_grouped_by_their_first_image_and_split_for_workers():
     two = sfm.group_pairs(pairs, workers=2)
     assert len(two) >= 8 and max(len(bs) for _, bs in two) <= 3  # a query against a database: work for both
     assert sorted((a, b) for a, bs in two for b in bs) == sorted(pairs)  # every pair once
+
+
+def test_no_matches_at_all_give_no_tracks_not_an_error():
+    merged = sfm.merge_keypoints({("a", "b"): {"keypoints0": np.zeros((0, 2), np.float32),
+                                               "keypoints1": np.zeros((0, 2), np.float32),
+                                               "confidence": np.zeros(0, np.float32)}})
+    tracks = sfm.track_lengths(merged)
+    assert tracks.shape == (0,) and tracks.dtype.kind == "i"
+
+
+def test_one_camera_for_images_of_several_sizes_is_refused_before_matching(tmp_path):
+    sizes = {"a.png": (640, 480), "b.png": (640, 480), "c.png": (480, 640)}
+    with pytest.raises(sfm.DataError, match="2 different sizes"):
+        sfm.check_camera_mode(sizes, "single")
+    sfm.check_camera_mode(sizes, "per_image")  # one camera per image: fine
+    sfm.check_camera_mode({"a.png": (640, 480), "b.png": (640, 480)}, "single")
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), data.camera())
+    cv2.imwrite(str(images / "b.png"), cv2.resize(data.camera(), (256, 300)))
+    r = subprocess.run([sys.executable, "-m", "imamatch", "colmap", str(images), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "--camera-mode per_image" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "raw").exists()  # refused before any matching
