@@ -471,7 +471,7 @@ def _run_merge(a: argparse.Namespace) -> int:
 def _run_colmap(a: argparse.Namespace) -> int:
     from . import sfm
 
-    sfm.check_camera_mode(sfm.image_sizes(a.images, sfm.list_images(a.images)), a.camera_mode)  # before matching
+    sfm.check_camera_mode(sfm.image_sizes(a.images, sfm.list_images(a.images), stored=True), a.camera_mode)
     _pairs_and_match(a)
     res = sfm.reconstruct(a.images, a.out, a.camera_mode)
     print(f"registered {res['registered']} / {res['images']} images, {res['points3D']} points, "

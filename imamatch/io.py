@@ -66,6 +66,27 @@ def read_image_sized(path: str | Path, max_side: int | None = None) -> tuple[np.
     return arr, full
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 as stored; 2-8 flips and quarter turns (read_image applies them)
+
+
+def stored_orientation(path: str | Path) -> tuple[int, tuple[int, int]]:
+    """A file's EXIF orientation (1-8; 1 when it has none) and its size as stored, (width, height): the pixels
+    that readers which ignore the tag see, COLMAP among them."""
+    with Image.open(path) as im:
+        orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
+        return (orientation if 1 <= orientation <= 8 else 1), im.size
+
+
+def to_stored_pixels(points: np.ndarray, orientation: int, stored_size: tuple[int, int]) -> np.ndarray:
+    """Points ``(N, 2)`` (x, y; pixel centres at integers) of an image as :func:`read_image` gives it (EXIF
+    ``orientation`` applied) → the same points in the file's stored pixels, of ``stored_size`` (width, height)."""
+    w, h = stored_size
+    x, y = np.asarray(points, np.float64).reshape(-1, 2).T
+    stored = {1: (x, y), 2: (w - 1 - x, y), 3: (w - 1 - x, h - 1 - y), 4: (x, h - 1 - y),
+              5: (y, x), 6: (y, h - 1 - x), 7: (w - 1 - y, h - 1 - x), 8: (w - 1 - y, x)}[orientation]
+    return np.stack(stored, -1).astype(np.float32)
+
+
 def _pil_to_gray(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float32)

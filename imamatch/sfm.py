@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .data.synthetic import IMAGE_SUFFIXES
 from .errors import DataError
+from .io import stored_orientation, to_stored_pixels
 
 
 def list_images(image_dir: str | Path) -> list[str]:
@@ -319,14 +320,13 @@ def write_h5(merged: MergedMatches, out_dir: str | Path, image_sizes: dict[str, 
     return feats, mat
 
 
-def image_sizes(image_dir: str | Path, names: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """(width, height) of each image, read from the file headers."""
-    from PIL import Image
-
+def image_sizes(image_dir: str | Path, names: Sequence[str], stored: bool = False) -> dict[str, tuple[int, int]]:
+    """(width, height) of each image from its file header: as imamatch reads it, EXIF orientation applied (the
+    frame of the keypoints and of ``features.h5``), or (``stored``) as the file stores it (COLMAP's frame)."""
     sizes = {}
     for n in names:
-        with Image.open(Path(image_dir) / n) as im:
-            sizes[n] = im.size
+        orientation, (w, h) = stored_orientation(Path(image_dir) / n)
+        sizes[n] = (w, h) if stored or orientation <= 4 else (h, w)  # orientations 5-8 swap the axes
     return sizes
 
 
@@ -359,8 +359,9 @@ def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | 
         if missing:
             raise DataError(f"COLMAP did not import {len(missing)} of the {len(names)} images (e.g. {missing[0]}); "
                             "with --camera-mode single they must all have one size (use per_image or auto)")
-        for n in names:
-            db.write_keypoints(ids[n], merged.keypoints[n] + 0.5)  # COLMAP: pixel centres at +0.5
+        for n in names:  # COLMAP reads the stored pixels (no EXIF orientation), its pixel centres at +0.5
+            orientation, size = stored_orientation(Path(image_dir) / n)
+            db.write_keypoints(ids[n], to_stored_pixels(merged.keypoints[n], orientation, size) + 0.5)
         for (a, b), m in merged.matches.items():
             if len(m):
                 db.write_matches(ids[a], ids[b], m.astype(np.uint32))
@@ -381,10 +382,9 @@ def reconstruct(image_dir: str | Path, out_dir: str | Path, camera_mode: str = "
     pairs = [tuple(line.split()[:2]) for line in (out / "pairs.txt").read_text().splitlines() if line.strip()]
     merged = merge_keypoints(load_raw([out], pairs))
     names = sorted(merged.keypoints)
-    sizes = image_sizes(image_dir, names)
-    write_h5(merged, out, sizes)
+    write_h5(merged, out, image_sizes(image_dir, names))
     tracks = track_lengths(merged)
-    check_camera_mode(sizes, camera_mode)
+    check_camera_mode(image_sizes(image_dir, names, stored=True), camera_mode)
     db = build_database(image_dir, merged, out / "database.db", out / "pairs.txt", camera_mode)
     sparse = out / "sparse"
     sparse.mkdir(exist_ok=True)

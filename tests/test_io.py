@@ -149,3 +149,22 @@ def test_huge_finite_floats_are_clipped_not_rejected():
     np.testing.assert_array_equal(a, np.array([[1.0, 0.0], [0.5, 1.0]], np.float32))
     with pytest.raises(ImageError, match="NaN or inf"):
         to_gray(np.array([[np.inf, 0.0]]))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_points_map_back_to_the_stored_pixels_of_an_exif_oriented_file(tmp_path, orientation):
+    """read_image applies the EXIF orientation; to_stored_pixels takes its points back to the file's own pixels
+    (what COLMAP reads): every displayed pixel lands on the stored pixel that shows it."""
+    from imamatch.io import stored_orientation, to_stored_pixels
+
+    stored = (np.arange(9 * 13).reshape(9, 13) * 2).astype(np.uint8)  # 13 × 9, every pixel distinct
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.png", exif=exif.tobytes())
+    shown = np.rint(read_image(tmp_path / "o.png") * 255).astype(np.uint8)
+    o, size = stored_orientation(tmp_path / "o.png")
+    assert o == orientation and size == (13, 9)
+    ys, xs = np.mgrid[:shown.shape[0], :shown.shape[1]]
+    back = np.rint(to_stored_pixels(np.c_[xs.ravel(), ys.ravel()], o, size)).astype(int)
+    assert np.array_equal(stored[back[:, 1], back[:, 0]], shown.ravel())
