@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/imamatch_sfm_fox")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sfm_fox.md"))
     ap.add_argument("--window", type=int, default=5)
-    ap.add_argument("--pairs", choices=("sequential", "exhaustive", "retrieval"), default="sequential")
+    ap.add_argument("--pairs", choices=("sequential", "exhaustive", "retrieval", "sequential+retrieval"),
+                    default="sequential")
     ap.add_argument("--top", type=int, default=10, help="retrieval: pairs with the N most similar images")
     ap.add_argument("--resize", type=int, default=640)
     ap.add_argument("--workers", type=int, default=1)
@@ -36,8 +37,10 @@ def main() -> None:
     images = fox / "images"
     names = sfm.list_images(images)
     t = time.time()
-    if a.pairs == "retrieval":
+    if "retrieval" in a.pairs:
         pairs = sfm.retrieval_pairs_of(images, names, a.work, a.top, IMAMatch.from_pretrained(resize=a.resize))
+        if a.pairs == "sequential+retrieval":
+            pairs = sfm.union_pairs(names, sfm.select_pairs(names, "sequential", a.window), pairs)
     else:
         pairs = sfm.select_pairs(names, a.pairs, a.window)
     t_pairs = time.time() - t
@@ -66,7 +69,9 @@ def main() -> None:
         ("images / registered (largest model)", f"{res['images']} / {res['registered']}"),
         ("models (registered images each)", f"{res['models']} ({' + '.join(map(str, res['registered_per_model']))})"),
         ("pairs", f"{len(pairs)} ({a.pairs}" + {"sequential": f", window {a.window})",
-                                                "retrieval": f", top {a.top}; {t_pairs:.0f} s)"}.get(a.pairs, ")")),
+                                                "retrieval": f", top {a.top}; {t_pairs:.0f} s)",
+                                                "sequential+retrieval": f", window {a.window}, top {a.top}; "
+                                                                        f"{t_pairs:.0f} s)"}.get(a.pairs, ")")),
         ("3D points", f"{res['points3D']}"),
         ("mean reprojection error (px)", f"{res['mean_reprojection_error']:.3f}"),
         ("mean track length (model / merged matches)",

@@ -388,9 +388,11 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
     def pair_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("images", help="folder of images (searched recursively)")
         p.add_argument("--out", required=True, help="output folder (resumable: run again to continue)")
-        p.add_argument("--mode", choices=["exhaustive", "sequential", "retrieval"], default="exhaustive",
+        p.add_argument("--mode", choices=["exhaustive", "sequential", "retrieval", "sequential+retrieval"],
+                       default="exhaustive",
                        help="which pairs: all; each image with the next --window; each image with its --top most "
-                            "similar ones (global descriptors from the matcher's features: for large collections)")
+                            "similar ones (global descriptors from the matcher's features: for large collections); "
+                            "both of the last two (videos: the retrieved pairs close the loops)")
         p.add_argument("--window", type=int, default=5, help="sequential: pairs with the next N images")
         p.add_argument("--top", type=int, default=20, help="retrieval: pairs with the N most similar images")
         p.add_argument("--pairs-file", help="text file of 'name0 name1' lines (overrides --mode)")
@@ -417,10 +419,12 @@ def _pairs_and_match(a: argparse.Namespace, shard: str | None = None) -> list:
     from . import sfm
 
     names = sfm.list_images(a.images)
-    if a.mode == "retrieval" and not a.pairs_file:
+    if "retrieval" in a.mode and not a.pairs_file:
         if a.top < 1:
             raise ValueError(f"--top must be at least 1, got {a.top}")
         pairs = sfm.retrieval_pairs_of(a.images, names, a.out, a.top, _matcher(a))
+        if a.mode == "sequential+retrieval":
+            pairs = sfm.union_pairs(names, sfm.select_pairs(names, "sequential", a.window), pairs)
     else:
         pairs = sfm.select_pairs(names, a.mode, a.window, a.pairs_file)
     if shard:

@@ -67,6 +67,14 @@ def select_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5
                      "retrieval_pairs_of)")
 
 
+def union_pairs(names: Sequence[str], *lists: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every pair of the ``lists`` once (a pair and its reverse are one), as (earlier, later) in the order of
+    ``names``, sorted that way."""
+    index = {n: k for k, n in enumerate(names)}
+    seen = {tuple(sorted((index[a], index[b]))) for pairs in lists for a, b in pairs if a != b}
+    return [(names[i], names[j]) for i, j in sorted(seen)]
+
+
 def retrieval_pairs_of(image_dir: str | Path, names: Sequence[str], out_dir: str | Path, top: int,
                        matcher: Any) -> list[tuple[str, str]]:
     """Each image of ``names`` (under ``image_dir``) paired with its ``top`` most similar ones

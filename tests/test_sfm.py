@@ -204,3 +204,11 @@ def test_colmap_takes_exif_oriented_photos_in_their_stored_pixels(scene, tmp_pat
                 true = rotation_error_deg(cams[a][0] @ cams[b][0].T, np.eye(3))
                 assert abs(est - true) < 0.75, (a, b, est, true, err)  # upright PNGs: 0.39 at most; keypoints
                 # written in the upright frame instead: 1.27
+
+
+def test_union_of_pair_lists_keeps_each_pair_once_in_name_order():
+    names = ["a", "b", "c", "d", "e"]
+    sequential = sfm.select_pairs(names, "sequential", 1)  # a-b, b-c, c-d, d-e
+    retrieved = [("e", "a"), ("b", "c"), ("a", "c")]  # a loop closure, one already there, one new
+    assert sfm.union_pairs(names, sequential, retrieved) == [("a", "b"), ("a", "c"), ("a", "e"), ("b", "c"),
+                                                             ("c", "d"), ("d", "e")]
