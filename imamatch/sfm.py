@@ -79,11 +79,14 @@ def retrieval_pairs_of(image_dir: str | Path, names: Sequence[str], out_dir: str
                        matcher: Any) -> list[tuple[str, str]]:
     """Each image of ``names`` (under ``image_dir``) paired with its ``top`` most similar ones
     (:mod:`imamatch.retrieval`, descriptors from ``matcher``). The descriptors are kept in
-    ``out_dir/retrieval.npz`` and reused by a later run with the same images, weights and size."""
+    ``out_dir/retrieval.npz`` and reused by a later run with the same image files (names, sizes, modification
+    times), weights and size."""
     from .retrieval import global_descriptors, retrieval_pairs
 
     cache = Path(out_dir) / "retrieval.npz"
-    key = f"{matcher.weights_info.get('sha256', 'untrained')}:{matcher.conf.resize}"
+    stats = ((n, (Path(image_dir) / n).stat()) for n in names)
+    files = hashlib.sha1("".join(f"{n}\0{st.st_size}\0{st.st_mtime_ns}\n" for n, st in stats).encode()).hexdigest()
+    key = f"{matcher.weights_info.get('sha256', 'untrained')}:{matcher.conf.resize}:{files}"
     descriptors = None
     if cache.is_file():
         with np.load(cache) as z:

@@ -141,3 +141,6 @@ def test_pairs_by_retrieval_pair_each_photo_with_its_other_view(tmp_path, twin_p
     assert (out / "retrieval.npz").is_file() and len(list((out / "raw").glob("*.npz"))) == 3
     again = run("pairs", str(folder), "--out", str(out), "--mode", "retrieval", "--top", "1")
     assert again.returncode == 0 and "describing" not in again.stderr  # the descriptors were kept
+    cv2.imwrite(str(folder / "coffee_b.png"), images[3][::-1])  # a file changed: all described again
+    changed = run("pairs", str(folder), "--out", str(out), "--mode", "retrieval", "--top", "1")
+    assert changed.returncode == 0 and "describing" in changed.stderr
