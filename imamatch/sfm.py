@@ -236,67 +236,68 @@ def load_raw(raw_dirs: Sequence[str | Path],
     return out
 
 
+def _cell_ids(kp: np.ndarray, conf: np.ndarray, quantize: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's matched points ``(N, 2)`` in the order they were met, with their confidences ``(N,)`` → each
+    point's keypoint id ``(N,)`` (the ``quantize``-pixel grid cells numbered in order of first appearance), the
+    keypoints ``(K, 2)`` (each cell's first point) and their scores ``(K,)`` (the cell's best confidence)."""
+    if len(kp) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+    q = np.floor(kp / quantize).astype(np.int64)
+    _, first, inverse = np.unique((q[:, 0] << 32) + (q[:, 1] & 0xFFFFFFFF), return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # the cells in order of first appearance
+    rank = np.empty(len(first), np.int64)
+    rank[order] = np.arange(len(first))
+    ids = rank[inverse.reshape(-1)]
+    score = np.full(len(first), -np.inf, np.float32)
+    np.maximum.at(score, ids, conf)
+    return ids, kp[first[order]], score
+
+
 def merge_keypoints(raw: dict[tuple[str, str], dict], quantize: float = 2.0) -> MergedMatches:
-    """Snap matched points to a ``quantize``-pixel grid per image and merge duplicates (see module doc).
-    Within a pair, a keypoint keeps only its most confident match (both directions)."""
-    cells: dict[str, dict[tuple[int, int], int]] = {}
-    pts: dict[str, list[np.ndarray]] = {}
-    score: dict[str, list[float]] = {}
-
-    def ids(name: str, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:
-        table = cells.setdefault(name, {})
-        plist, slist = pts.setdefault(name, []), score.setdefault(name, [])
-        q = np.floor(kp / quantize).astype(np.int64)
-        out = np.empty(len(kp), np.int64)
-        for n, (cx, cy) in enumerate(q):
-            k = table.get((cx, cy))
-            if k is None:
-                k = table[(cx, cy)] = len(plist)
-                plist.append(kp[n])
-                slist.append(float(conf[n]))
-            else:
-                slist[k] = max(slist[k], float(conf[n]))
-            out[n] = k
-        return out
-
+    """Snap matched points to a ``quantize``-pixel grid per image and merge duplicates (see module doc): each
+    image's keypoints are its cells in the order the pairs (``raw``'s order) first reach them. Within a pair, a
+    keypoint keeps only its most confident match (both directions)."""
+    occurrences: dict[str, list[tuple[tuple[str, str], int]]] = {}  # image → (pair, side) in the pairs' order
+    for pair in raw:
+        for side, name in enumerate(pair):
+            occurrences.setdefault(name, []).append((pair, side))
+    keypoints, scores, ids_of = {}, {}, {}
+    for name, occ in occurrences.items():
+        kps = [np.asarray(raw[p][f"keypoints{s}"], np.float32).reshape(-1, 2) for p, s in occ]
+        conf = np.concatenate([raw[p]["confidence"].astype(np.float32) for p, _ in occ])
+        ids, keypoints[name], scores[name] = _cell_ids(np.concatenate(kps), conf, quantize)
+        for (p, s), part in zip(occ, np.split(ids, np.cumsum([len(k) for k in kps])[:-1])):
+            ids_of[(p, s)] = part
     matches, mscores = {}, {}
-    for (a, b), r in raw.items():
+    for pair, r in raw.items():
         conf = r["confidence"].astype(np.float32)
-        i0 = ids(a, r["keypoints0"], conf)
-        i1 = ids(b, r["keypoints1"], conf)
+        i0, i1 = ids_of[(pair, 0)], ids_of[(pair, 1)]
         order = np.argsort(-conf, kind="stable")
         _, first0 = np.unique(i0[order], return_index=True)
-        keep = order[first0]
+        keep = order[np.sort(first0)]  # each image-0 keypoint's best match, still most confident first
         _, first1 = np.unique(i1[keep], return_index=True)
         keep = keep[first1]
-        matches[(a, b)] = np.stack([i0[keep], i1[keep]], -1)
-        mscores[(a, b)] = conf[keep]
-    keypoints = {n: np.asarray(p, np.float32).reshape(-1, 2) for n, p in pts.items()}
-    scores = {n: np.asarray(s, np.float32) for n, s in score.items()}
+        matches[pair] = np.stack([i0[keep], i1[keep]], -1)
+        mscores[pair] = conf[keep]
     return MergedMatches(keypoints, scores, matches, mscores)
 
 
 def track_lengths(merged: MergedMatches) -> np.ndarray:
-    """Lengths of the tracks (connected components of matched keypoints, ≥ 2 observations)."""
+    """Lengths of the tracks (connected components of matched keypoints, ≥ 2 observations), in no set order."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     offset, start = {}, 0
     for n in sorted(merged.keypoints):
         offset[n] = start
         start += len(merged.keypoints[n])
-    parent = np.arange(start)
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for (a, b), m in merged.matches.items():
-        for u, v in m:
-            ru, rv = find(offset[a] + int(u)), find(offset[b] + int(v))
-            if ru != rv:
-                parent[ru] = rv
-    roots = np.array([find(x) for x in range(start)], dtype=np.intp)
-    counts = np.bincount(roots, minlength=start)
+    ends = [(offset[a] + m[:, 0], offset[b] + m[:, 1]) for (a, b), m in merged.matches.items() if len(m)]
+    if start == 0 or not ends:
+        return np.zeros(0, np.int64)
+    rows, cols = np.concatenate([u for u, _ in ends]), np.concatenate([v for _, v in ends])
+    _, labels = connected_components(coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(start, start)),
+                                     directed=False)
+    counts = np.bincount(labels)
     return counts[counts >= 2]
 
 

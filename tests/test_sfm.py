@@ -212,3 +212,22 @@ def test_union_of_pair_lists_keeps_each_pair_once_in_name_order():
     retrieved = [("e", "a"), ("b", "c"), ("a", "c")]  # a loop closure, one already there, one new
     assert sfm.union_pairs(names, sequential, retrieved) == [("a", "b"), ("a", "c"), ("a", "e"), ("b", "c"),
                                                              ("c", "d"), ("d", "e")]
+
+
+def test_merged_keypoints_are_grid_cells_in_order_of_first_appearance_with_their_best_score():
+    f = np.float32
+    raw = {("a", "b"): {"keypoints0": np.array([[10.2, 4.0], [30.0, 8.0]], f),
+                        "keypoints1": np.array([[5.5, 5.5], [7.9, 1.0]], f),
+                        "confidence": np.array([0.5, 0.9], f)},
+           ("b", "c"): {"keypoints0": np.array([[7.0, 1.5], [5.9, 4.1], [100.0, 100.0]], f),  # cells of b met before
+                        "keypoints1": np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], f),
+                        "confidence": np.array([0.7, 0.2, 0.4], f)}}
+    m = sfm.merge_keypoints(raw, quantize=2.0)
+    assert list(m.keypoints) == ["a", "b", "c"]
+    np.testing.assert_array_equal(m.keypoints["b"], f([[5.5, 5.5], [7.9, 1.0], [100.0, 100.0]]))  # first points
+    np.testing.assert_array_equal(m.scores["b"], f([0.5, 0.9, 0.4]))  # (7.0, 1.5) shares cell (3, 0): 0.9 stays
+    np.testing.assert_array_equal(m.keypoints["c"], f([[1.0, 1.0], [2.0, 2.0]]))  # (3, 3) shares (2, 2)'s cell
+    np.testing.assert_array_equal(m.matches[("a", "b")], [[0, 0], [1, 1]])
+    # in (b, c): b1-c0 (0.7) and b2-c1 (0.4) kept; b0-c1 (0.2) dropped: c's 1 keeps its more confident match
+    np.testing.assert_array_equal(m.matches[("b", "c")], [[1, 0], [2, 1]])
+    assert sorted(sfm.track_lengths(m)) == [2, 2, 3]  # a0-b0 | b2-c1 | a1-b1-c0
