@@ -487,7 +487,10 @@ def _run_colmap(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="imamatch", description="IMAMatch semi-dense image matching")
+    parser.add_argument("--version", action="version", version=f"imamatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_match(sub)
     _add_eval(sub)

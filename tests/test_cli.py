@@ -17,6 +17,13 @@ def test_usage_errors_exit_2_without_traceback():
         assert "Traceback" not in r.stderr and "usage" in r.stderr
 
 
+def test_version():
+    from imamatch import __version__
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"imamatch {__version__}"
+
+
 def test_missing_image_exits_1_naming_it(tmp_path):
     r = run("match", str(tmp_path / "nope.png"), str(tmp_path / "nope2.png"), "--out", str(tmp_path / "o.png"))
     assert r.returncode == 1
