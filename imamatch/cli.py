@@ -199,13 +199,17 @@ def _match_and_draw(matcher, src0, src1, out: str, save: str | None, title: str,
 
     import numpy as np
 
-    from .io import to_gray
+    from .io import read_mask, to_gray
     from .viz import draw_matches
 
     t = time.perf_counter()
     res = matcher.match(src0, src1, mask0=mask0, mask1=mask1)
     dt = time.perf_counter() - t
     g0, g1 = to_gray(src0, "image0"), to_gray(src1, "image1")
+    if mask0 is not None:  # masked-out parts drawn dimmed
+        g0 = g0 * np.where(read_mask(mask0, g0.shape, g0.shape), 1.0, 0.35).astype(np.float32)
+    if mask1 is not None:
+        g1 = g1 * np.where(read_mask(mask1, g1.shape, g1.shape), 1.0, 0.35).astype(np.float32)
     with atomic_path(out) as tmp:
         draw_matches(g0, g1, res["keypoints0"], res["keypoints1"], res["confidence"], tmp, title=title)
     if save:
