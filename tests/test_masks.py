@@ -89,3 +89,10 @@ def test_match_many_checks_the_number_of_masks(matcher, stereo):
         list(matcher.match_many(left, [right, right], masks1=[None]))
     with_masks = list(matcher.match_many(left, [right, right], masks1=[None, np.ones(right.shape[:2], bool)]))
     assert np.array_equal(with_masks[0]["keypoints1"], with_masks[1]["keypoints1"])
+
+
+def test_a_mask_with_nothing_to_match_gives_no_matches_not_an_error(matcher, stereo):
+    left, right, _ = stereo
+    for masks in ({"mask0": np.zeros(left.shape[:2], bool)}, {"mask1": np.zeros(right.shape[:2], np.uint8)}):
+        out = matcher.match(left, right, **masks)
+        assert out["keypoints0"].shape == out["keypoints1"].shape == (0, 2) and len(out["confidence"]) == 0
