@@ -53,33 +53,53 @@ def evaluate_pose_pairs(match: Matcher, root: str | Path, pairs: list[PairInfo],
             "matches": float(np.mean(counts)), "pairs": float(len(pairs))}
 
 
+def homography_pairs(seq: Path) -> list[tuple[Path, Path, Path]]:
+    """A homography sequence's pairs ``(image 1, image k, H from 1 to k)``, k = 2 … 6, in either naming:
+    HPatches' (``1.<ext>`` … ``6.<ext>``, ``H_1_2`` … ``H_1_6``) or the Oxford affine set's (``img1.<ext>`` …,
+    ``H1to2p`` …; Graffiti, Boat, Wall, …). Missing images or homographies leave their pair out."""
+    for image, hom in (("{}", "H_1_{}"), ("img{}", "H1to{}p")):
+        first = next(iter(sorted(seq.glob(image.format(1) + ".*"))), None)
+        if first is None:
+            continue
+        pairs = []
+        for k in range(2, 7):
+            other = next(iter(sorted(seq.glob(image.format(k) + ".*"))), None)
+            if other is not None and (seq / hom.format(k)).is_file():
+                pairs.append((first, other, seq / hom.format(k)))
+        if pairs:
+            return pairs
+    return []
+
+
 def hpatches_sequences(root: str | Path) -> list[Path]:
-    """HPatches-style folders: each holds ``1.<ext>`` … ``6.<ext>`` and ``H_1_2`` … ``H_1_6``."""
+    """The homography sequences under ``root`` (its sub-folders with :func:`homography_pairs`), or ``root``
+    itself when it is one."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"homography dataset folder not found: {root}")
-    seqs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "H_1_2").is_file())
+    if homography_pairs(root):
+        return [root]
+    seqs = sorted(d for d in root.iterdir() if d.is_dir() and homography_pairs(d))
     if not seqs:
-        raise DataError(f"no sequences with H_1_2 … H_1_6 files under {root}")
+        raise DataError(f"no homography sequences under {root}: expected folders of 1.* … 6.* with H_1_2 … H_1_6 "
+                        "(HPatches) or img1.* … img6.* with H1to2p … H1to6p (Oxford)")
     return seqs
 
 
 def evaluate_homography_folder(match: Matcher, root: str | Path) -> dict[str, float]:
-    """Mean corner error AUC@3/5/10 px over all 1→k pairs of an HPatches-style folder."""
+    """Mean corner error AUC@3/5/10 px over all 1→k pairs of the homography sequences under ``root``
+    (:func:`hpatches_sequences`); ``match(path0, path1)`` gives the keypoints in the files' pixels."""
     from ..io import read_image
     from ..pose import estimate_homography
     from .metrics import homography_corner_error
 
     errs = []
     for seq in tqdm(hpatches_sequences(root), desc="sequences", dynamic_ncols=True):
-        first = next(iter(sorted(seq.glob("1.*"))))
-        h, w = read_image(first).shape
-        for k in range(2, 7):
-            other = next(iter(sorted(seq.glob(f"{k}.*"))), None)
-            if other is None or not (seq / f"H_1_{k}").is_file():
-                continue
+        pairs = homography_pairs(seq)
+        h, w = read_image(pairs[0][0]).shape
+        for first, other, hom in pairs:
             k0, k1 = match(first, other)
             H, _ = estimate_homography(k0, k1, threshold_px=3.0)
-            errs.append(homography_corner_error(H, np.loadtxt(seq / f"H_1_{k}"), w, h))
+            errs.append(homography_corner_error(H, np.loadtxt(hom), w, h))
     a3, a5, a10 = error_auc(errs, (3, 5, 10))
     return {"auc3": a3, "auc5": a5, "auc10": a10, "pairs": float(len(errs))}
