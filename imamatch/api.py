@@ -78,9 +78,8 @@ class IMAMatch:
         With intrinsics ``K0`` and ``K1`` (3×3, original pixels of the images as read: EXIF orientation applied)
         the relative pose is estimated too (:func:`imamatch.pose.estimate_relative_pose`: PoseLib's LO-RANSAC
         with a threshold of 1 px at the matching resolution, then bundle adjustment if ``refine_pose``) and
-        returned as ``R``, ``t`` (unit),
-        ``pose_success``, ``inliers`` and ``pose_planar`` (the inliers lie on one plane, or the baseline is
-        near zero: the pose may be ambiguous, :class:`imamatch.pose.RelativePose`).
+        returned as ``R``, ``t`` (unit), ``pose_success``, ``inliers`` and ``pose_planar`` (the inliers lie on
+        one plane, or the baseline is near zero: the pose may be ambiguous, :class:`imamatch.pose.RelativePose`).
 
         Returns numpy arrays: ``keypoints0``/``keypoints1`` ``(N, 2)`` (x, y) in each original image's
         pixels, ``confidence`` ``(N,)`` (coarse dual-softmax), ``fine_prob`` ``(N,)`` (classification peak),
