@@ -150,7 +150,7 @@ class IMAMatch:
                                           "prepared0": first0.prepared0}
         first = self._match_gray(g0, g1, coarse_only_below=shortcut, **reuse, **masks)
         upright, upright_mask1, turns, passes = g1, m1, 0, 1
-        if c.rotations > 1 and (first.coarse_only or self._hard(first.result)):
+        if c.rotations > 1 and (first.coarse_only or self._hard(first.result, c.prealign_below or TURN_BELOW)):
             turns, scouts = self._best_turns(g0, g1, first, **masks)
             passes += scouts
             if turns:
@@ -270,9 +270,10 @@ class IMAMatch:
         won = support[best] >= max(TURN_MARGIN * upright, MIN_TURN_SUPPORT)
         return (best if won else 0), len(support)
 
-    def _hard(self, result: dict[str, Any]) -> bool:
-        """Fewer than ``prealign_below`` of the pass's fine queries survived the checks."""
-        below = self.conf.prealign_below
+    def _hard(self, result: dict[str, Any], below: float | None = None) -> bool:
+        """Fewer than ``below`` (default ``prealign_below``; None: never) of the pass's fine queries survived the
+        checks."""
+        below = self.conf.prealign_below if below is None else below
         return below is not None and len(result["keypoints0"]) < below * max(1, result["num_queries"])
 
     def _prealigned(self, g0: np.ndarray, g1: np.ndarray, prev: "_Pass", mask0: np.ndarray | None = None,
@@ -318,6 +319,7 @@ EVERY_PASS = 2.0  # as ``coarse_only_below``: more than every cell, so that the 
 # choosing image 1's turn (``MatcherConfig.rotations``) by coarse_support: upright is kept without scouting at this
 # support or more; a turn must reach this many times the upright support, and this much at least
 UPRIGHT_SUPPORT, TURN_MARGIN, MIN_TURN_SUPPORT = 40, 2.0, 12
+TURN_BELOW = 0.15  # with pre-alignment off, the turns are searched when fewer fine queries than this share survive
 
 
 def coarse_support(p: "_Pass") -> int:

@@ -70,3 +70,9 @@ def test_easy_upright_pair_is_untouched_by_the_rotation_search(matcher, turning)
     assert b["num_passes"] == 1 and b["rotation1"] == 0
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+def test_turns_are_searched_with_the_prealigned_passes_off_too():
+    left, right, _ = data.stereo_motorcycle()
+    out = IMAMatch.from_pretrained(rotations=4, prealign_below=None).match(left, np.rot90(right, 1))
+    assert out["rotation1"] == 270 and len(out["keypoints0"]) > 1000
