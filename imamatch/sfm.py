@@ -86,14 +86,15 @@ def retrieval_pairs_of(image_dir: str | Path, names: Sequence[str], out_dir: str
     cache = Path(out_dir) / "retrieval.npz"
     stats = ((n, (Path(image_dir) / n).stat()) for n in names)
     files = hashlib.sha1("".join(f"{n}\0{st.st_size}\0{st.st_mtime_ns}\n" for n, st in stats).encode()).hexdigest()
-    key = f"{matcher.weights_info.get('sha256', 'untrained')}:{matcher.conf.resize}:{files}"
+    key = f"{matcher.weights_info.get('sha256', 'untrained')}:{matcher.conf.resize}:{matcher.conf.rotations}:{files}"
     descriptors = None
     if cache.is_file():
         with np.load(cache) as z:
             if list(z["names"]) == list(names) and str(z["key"]) == key:
                 descriptors = z["descriptors"]
     if descriptors is None:
-        descriptors = global_descriptors(matcher, [Path(image_dir) / n for n in names])
+        descriptors = global_descriptors(matcher, [Path(image_dir) / n for n in names],
+                                         rotations=matcher.conf.rotations)  # a turned image found at its turn
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:

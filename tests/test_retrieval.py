@@ -42,3 +42,34 @@ def test_fox_retrieval_pairs_are_views_close_in_angle(matcher, shared):
     index = {n: k for k, n in enumerate(names)}
     angles = [rotation_error_deg(relative_pose(frames[index[a]], frames[index[b]])[0], np.eye(3)) for a, b in pairs]
     assert np.mean(np.array(angles) < 30) > 0.85, np.mean(np.array(angles) < 30)
+
+
+def test_a_turned_view_is_retrieved_with_rotations(matcher, twin_photos):
+    names, images = twin_photos
+    images = list(images)
+    images[1] = np.ascontiguousarray(np.rot90(images[1], 1))  # astronaut's other view, a quarter turn
+    d = global_descriptors(matcher, images, progress=False, rotations=4)
+    assert d.shape == (6, 4, matcher.net.conf.dim)
+    assert np.array_equal(d[:, 0], global_descriptors(matcher, images, progress=False))  # upright first
+    s = similarities(d)
+    assert np.allclose(s, s.T) and list(np.argmax(s, axis=1)) == [1, 0, 3, 2, 5, 4]
+    with pytest.raises(ValueError, match="rotations"):
+        global_descriptors(matcher, images, rotations=3)
+
+
+def test_turned_fox_frames_find_their_neighbours_with_rotations(shared):
+    """Every fifth fox frame turned by a quarter: upright-only descriptors give those frames neighbours no better
+    than chance (28 % of their top 5 within 30°; any frames: 26 %); with rotations=4, 86 %."""
+    from imamatch import IMAMatch
+    from imamatch.data.posed import load_posed, relative_pose
+    from imamatch.eval.metrics import rotation_error_deg
+    from imamatch.io import read_image
+
+    frames = load_posed(shared / "fox")
+    images = [read_image(f.path, 640) for f in frames]
+    images = [np.ascontiguousarray(np.rot90(im, 1)) if k % 5 == 0 else im for k, im in enumerate(images)]
+    d = global_descriptors(IMAMatch.from_pretrained(rotations=4), images, progress=False, rotations=4)
+    top5 = np.argsort(-similarities(d), axis=1)[:, :5]
+    close = [np.mean([rotation_error_deg(relative_pose(frames[i], frames[j])[0], np.eye(3)) < 30 for j in top5[i]])
+             for i in range(0, len(frames), 5)]
+    assert np.mean(close) > 0.7, np.mean(close)
