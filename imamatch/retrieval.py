@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,8 +27,11 @@ from tqdm import tqdm
 
 from .io import ImageInput, prepare, to_gray
 
+if TYPE_CHECKING:
+    from .api import IMAMatch
 
-def global_descriptor(matcher, image: ImageInput, name: str | None = None, turns: int = 0) -> np.ndarray:
+
+def global_descriptor(matcher: "IMAMatch", image: ImageInput, name: str | None = None, turns: int = 0) -> np.ndarray:
     """``(C,)`` float32, unit length: ``image``'s global descriptor from ``matcher`` (an :class:`IMAMatch`) at
     its ``resize``, the image turned by ``turns`` quarter turns counter-clockwise first."""
     net = matcher.net
@@ -42,7 +46,7 @@ def global_descriptor(matcher, image: ImageInput, name: str | None = None, turns
         return F.normalize(cells.float().mean(1), dim=0).cpu().numpy()
 
 
-def global_descriptors(matcher, images: Sequence[ImageInput], progress: bool = True,
+def global_descriptors(matcher: "IMAMatch", images: Sequence[ImageInput], progress: bool = True,
                        rotations: int = 1) -> np.ndarray:
     """:func:`global_descriptor` of each of ``images`` (with a progress bar): ``(N, C)``, or with ``rotations``
     2 or 4 ``(N, rotations, C)``, each image at its turns (upright first; 2: upright and upside down)."""

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +32,9 @@ from .atomic import atomic_path
 from .data.synthetic import IMAGE_SUFFIXES
 from .errors import DataError
 from .io import stored_orientation, to_stored_pixels
+
+if TYPE_CHECKING:
+    from .api import IMAMatch
 
 
 def list_images(image_dir: str | Path) -> list[str]:
@@ -76,7 +79,7 @@ def union_pairs(names: Sequence[str], *lists: Sequence[tuple[str, str]]) -> list
 
 
 def retrieval_pairs_of(image_dir: str | Path, names: Sequence[str], out_dir: str | Path, top: int,
-                       matcher: Any) -> list[tuple[str, str]]:
+                       matcher: "IMAMatch") -> list[tuple[str, str]]:
     """Each image of ``names`` (under ``image_dir``) paired with its ``top`` most similar ones
     (:mod:`imamatch.retrieval`, descriptors from ``matcher``). The descriptors are kept in
     ``out_dir/retrieval.npz`` and reused by a later run with the same image files (names, sizes, modification
