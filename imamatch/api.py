@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .backbone import BackboneOutput
-from .config import PRESETS, MatcherConfig
+from .config import PRESETS, MatcherConfig, quarter_turns
 from .errors import WeightsError
 from .io import ImageInput, Prepared, mask_cells, prepare, read_mask, to_gray_sized, to_original
 from .model import IMAMatchNet
@@ -257,9 +257,8 @@ class IMAMatch:
         upright = coarse_support(first)
         if upright >= UPRIGHT_SUPPORT:
             return 0, 0
-        step = 4 // self.conf.rotations
         support = {}
-        for k in range(step, 4, step):
+        for k in quarter_turns(self.conf.rotations)[1:]:
             scout = self._match_gray(g0, np.ascontiguousarray(np.rot90(g1, k)), coarse_only_below=EVERY_PASS,
                                      features0=first.features0, self0=first.self0, prepared0=first.prepared0,
                                      mask0=mask0, mask1=None if mask1 is None else np.rot90(mask1, k))

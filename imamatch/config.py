@@ -73,8 +73,8 @@ class MatcherConfig:
                                       # (all that easy pairs run) at a lower ``resize`` and hard pairs' passes at 640
     # image 1 turned by quarter turns (a rolled camera, no EXIF orientation): when the upright first pass finds a
     # hard pair, image 1 is also tried turned (one coarse pass per turn, image 0's features reused) and matched
-    # at the turn with the most coarse matches; keypoints stay in image 1's own pixels (1: upright only; 2: also
-    # upside down; 4: every quarter turn). Easy upright pairs cost nothing more.
+    # at the turn whose coarse matches one homography explains clearly best; keypoints stay in image 1's own
+    # pixels (1: upright only; 2: also upside down; 4: every quarter turn). Easy upright pairs cost nothing more.
     rotations: int = 1
     # inference memory
     strip_rows: int = 128             # 1/2-res rows per strip of the backbone and top-down at inference (a multiple
@@ -95,9 +95,7 @@ class MatcherConfig:
             side = getattr(self, key)
             if side is not None and (not isinstance(side, Integral) or isinstance(side, bool) or side < 8):
                 raise ValueError(f"{key} must be None (keep the size) or a long side of at least 8 px, got {side!r}")
-        if isinstance(self.rotations, bool) or self.rotations not in (1, 2, 4):
-            raise ValueError(f"rotations must be 1 (upright only), 2 (also 180 degrees) or 4 (every quarter turn), "
-                             f"got {self.rotations!r}")
+        quarter_turns(self.rotations)  # checks it
         if self.strip_rows <= 0 or self.strip_rows % 4:
             raise ValueError(f"strip_rows must be a positive multiple of 4, got {self.strip_rows}")
 
@@ -120,6 +118,15 @@ class MatcherConfig:
     def from_dict(cls, d: dict[str, Any]) -> "MatcherConfig":
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls().replace(**d)
+
+
+def quarter_turns(rotations: int) -> range:
+    """The quarter turns (``np.rot90``'s ``k``, upright first) that ``MatcherConfig.rotations`` allows: 1 →
+    upright only, 2 → also upside down, 4 → every quarter turn. Raises ``ValueError`` for other values."""
+    if isinstance(rotations, bool) or rotations not in (1, 2, 4):
+        raise ValueError(f"rotations must be 1 (upright only), 2 (also 180 degrees) or 4 (every quarter turn), "
+                         f"got {rotations!r}")
+    return range(0, 4, 4 // rotations)
 
 
 ARCHITECTURE_FIELDS = ("backbone", "stem", "mid", "deep", "dim", "heads", "n_blocks", "scales", "focus_power",

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .config import quarter_turns
 from .io import ImageInput, prepare, to_gray
 
 if TYPE_CHECKING:
@@ -50,9 +51,7 @@ def global_descriptors(matcher: "IMAMatch", images: Sequence[ImageInput], progre
                        rotations: int = 1) -> np.ndarray:
     """:func:`global_descriptor` of each of ``images`` (with a progress bar): ``(N, C)``, or with ``rotations``
     2 or 4 ``(N, rotations, C)``, each image at its turns (upright first; 2: upright and upside down)."""
-    if rotations not in (1, 2, 4):
-        raise ValueError(f"rotations must be 1, 2 or 4, got {rotations!r}")
-    turns = range(0, 4, 4 // rotations)
+    turns = quarter_turns(rotations)
     out = [[global_descriptor(matcher, im, str(im) if isinstance(im, (str, Path)) else None, k) for k in turns]
            for im in tqdm(images, desc="describing", unit="image", disable=not progress, dynamic_ncols=True)]
     d = np.asarray(out, np.float32).reshape(len(out), len(turns), -1)

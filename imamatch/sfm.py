@@ -336,13 +336,24 @@ def write_h5(merged: MergedMatches, out_dir: str | Path, image_sizes: dict[str, 
     return feats, mat
 
 
-def image_sizes(image_dir: str | Path, names: Sequence[str], stored: bool = False) -> dict[str, tuple[int, int]]:
-    """(width, height) of each image from its file header: as imamatch reads it, EXIF orientation applied (the
-    frame of the keypoints and of ``features.h5``), or (``stored``) as the file stores it (COLMAP's frame)."""
+Orientations = dict[str, tuple[int, tuple[int, int]]]  # name → EXIF orientation, stored (width, height)
+
+
+def image_orientations(image_dir: str | Path, names: Sequence[str]) -> Orientations:
+    """Each image's :func:`imamatch.io.stored_orientation`, from its file header."""
+    return {n: stored_orientation(Path(image_dir) / n) for n in names}
+
+
+def image_sizes(image_dir: str | Path, names: Sequence[str], stored: bool = False,
+                orientations: Orientations | None = None) -> dict[str, tuple[int, int]]:
+    """(width, height) of each image: as imamatch reads it, EXIF orientation applied (the frame of the keypoints
+    and of ``features.h5``), or (``stored``) as the file stores it (COLMAP's frame). ``orientations``: the
+    images' :func:`image_orientations`, when already read."""
+    orientations = orientations or image_orientations(image_dir, names)
     sizes = {}
     for n in names:
-        orientation, (w, h) = stored_orientation(Path(image_dir) / n)
-        sizes[n] = (w, h) if stored or orientation <= 4 else (h, w)  # orientations 5-8 swap the axes
+        o, (w, h) = orientations[n]
+        sizes[n] = (w, h) if stored or o <= 4 else (h, w)  # orientations 5-8 swap the axes
     return sizes
 
 
@@ -356,14 +367,17 @@ def check_camera_mode(sizes: dict[str, tuple[int, int]], camera_mode: str) -> No
 
 
 def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | Path, pairs_path: str | Path,
-                   camera_mode: str = "single", min_inliers: int = 15, max_error: float = 4.0) -> Path:
-    """A COLMAP database (images, keypoints, raw matches) plus pycolmap's geometric verification."""
+                   camera_mode: str = "single", min_inliers: int = 15, max_error: float = 4.0,
+                   orientations: Orientations | None = None) -> Path:
+    """A COLMAP database (images, keypoints, raw matches) plus pycolmap's geometric verification.
+    ``orientations``: the images' :func:`image_orientations`, when already read."""
     import pycolmap
 
     db_path = Path(db_path)
     if db_path.exists():
         db_path.unlink()
     names = sorted(merged.keypoints)
+    orientations = orientations or image_orientations(image_dir, names)
     mode = {"single": pycolmap.CameraMode.SINGLE, "per_image": pycolmap.CameraMode.PER_IMAGE,
             "auto": pycolmap.CameraMode.AUTO}[camera_mode]
     pycolmap.Database.open(db_path).close()  # create the empty tables
@@ -376,8 +390,7 @@ def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | 
             raise DataError(f"COLMAP did not import {len(missing)} of the {len(names)} images (e.g. {missing[0]}); "
                             "with --camera-mode single they must all have one size (use per_image or auto)")
         for n in names:  # COLMAP reads the stored pixels (no EXIF orientation), its pixel centres at +0.5
-            orientation, size = stored_orientation(Path(image_dir) / n)
-            db.write_keypoints(ids[n], to_stored_pixels(merged.keypoints[n], orientation, size) + 0.5)
+            db.write_keypoints(ids[n], to_stored_pixels(merged.keypoints[n], *orientations[n]) + 0.5)
         for (a, b), m in merged.matches.items():
             if len(m):
                 db.write_matches(ids[a], ids[b], m.astype(np.uint32))
@@ -398,10 +411,12 @@ def reconstruct(image_dir: str | Path, out_dir: str | Path, camera_mode: str = "
     pairs = [tuple(line.split()[:2]) for line in (out / "pairs.txt").read_text().splitlines() if line.strip()]
     merged = merge_keypoints(load_raw([out], pairs))
     names = sorted(merged.keypoints)
-    write_h5(merged, out, image_sizes(image_dir, names))
+    orientations = image_orientations(image_dir, names)  # each file's header read once
+    write_h5(merged, out, image_sizes(image_dir, names, orientations=orientations))
     tracks = track_lengths(merged)
-    check_camera_mode(image_sizes(image_dir, names, stored=True), camera_mode)
-    db = build_database(image_dir, merged, out / "database.db", out / "pairs.txt", camera_mode)
+    check_camera_mode(image_sizes(image_dir, names, stored=True, orientations=orientations), camera_mode)
+    db = build_database(image_dir, merged, out / "database.db", out / "pairs.txt", camera_mode,
+                        orientations=orientations)
     sparse = out / "sparse"
     sparse.mkdir(exist_ok=True)
     models = pycolmap.incremental_mapping(db, image_dir, sparse)
