@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_path
-from .errors import ImamatchError
+from .errors import DataError, ImamatchError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +121,6 @@ def parse_architecture(items: list[str]) -> dict:
 
 
 def _run_train(a: argparse.Namespace) -> int:
-    from .errors import DataError
     from .train.presets import PHOTO_DATASETS
     from .train.trainer import train
 
@@ -404,6 +403,9 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--quantize", type=float, default=2.0, help="keypoint merge grid (pixels)")
         p.add_argument("--masks", help="folder of COLMAP-style masks, <masks>/<image name>.png: zero pixels are "
                                        "not matched (images without one are matched everywhere)")
+        p.add_argument("--skip-unreadable", action="store_true",
+                       help="leave out images that cannot be read (corrupt, truncated, not images) with a warning, "
+                            "instead of stopping before matching")
         _add_matcher_args(p)
 
     p = sub.add_parser("pairs", help="match many pairs; write hloc-style features.h5 / matches.h5")
@@ -419,10 +421,32 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--quantize", type=float, default=2.0)
 
 
-def _pairs_and_match(a: argparse.Namespace, shard: str | None = None) -> list:
+def readable_images(a: argparse.Namespace) -> tuple[list[str], set[str]]:
+    """The images under ``a.images``, every one checked before matching, and those left out: unreadable ones
+    stop the run (listed all at once), or are left out with a warning (``--skip-unreadable``)."""
     from . import sfm
 
     names = sfm.list_images(a.images)
+    bad = sfm.unreadable_images(a.images, names)
+    if not bad:
+        return names, set()
+    listing = "".join(f"\n  {n}: {why}" for n, why in list(bad.items())[:10])
+    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    if not a.skip_unreadable:
+        raise DataError(f"{len(bad)} of {len(names)} images cannot be read:{listing}{more}\n"
+                        "fix or remove them, or leave them out with --skip-unreadable")
+    print(f"warning: leaving out {len(bad)} of {len(names)} images that cannot be read:{listing}{more}",
+          file=sys.stderr)
+    names = [n for n in names if n not in bad]
+    if len(names) < 2:
+        raise DataError(f"fewer than two readable images in {a.images}")
+    return names, set(bad)
+
+
+def _pairs_and_match(a: argparse.Namespace, images: tuple[list[str], set[str]], shard: str | None = None) -> list:
+    from . import sfm
+
+    names, left_out = images
     if "retrieval" in a.mode and not a.pairs_file:
         if a.top < 1:
             raise ValueError(f"--top must be at least 1, got {a.top}")
@@ -430,7 +454,7 @@ def _pairs_and_match(a: argparse.Namespace, shard: str | None = None) -> list:
         if a.mode == "sequential+retrieval":
             pairs = sfm.union_pairs(names, sfm.select_pairs(names, "sequential", a.window), pairs)
     else:
-        pairs = sfm.select_pairs(names, a.mode, a.window, a.pairs_file)
+        pairs = sfm.select_pairs(names, a.mode, a.window, a.pairs_file, left_out)
     if shard:
         try:
             k, n = (int(v) for v in shard.split("/"))
@@ -459,7 +483,7 @@ def _finish_h5(images: str, out: str, raw_dirs: list, pairs: list | None, quanti
 
 
 def _run_pairs(a: argparse.Namespace) -> int:
-    pairs = _pairs_and_match(a, a.shard)
+    pairs = _pairs_and_match(a, readable_images(a), a.shard)
     _finish_h5(a.images, a.out, [a.out], pairs, a.quantize)
     return 0
 
@@ -479,8 +503,9 @@ def _run_merge(a: argparse.Namespace) -> int:
 def _run_colmap(a: argparse.Namespace) -> int:
     from . import sfm
 
-    sfm.check_camera_mode(sfm.image_sizes(a.images, sfm.list_images(a.images), stored=True), a.camera_mode)
-    _pairs_and_match(a)
+    images = readable_images(a)
+    sfm.check_camera_mode(sfm.image_sizes(a.images, images[0], stored=True), a.camera_mode)
+    _pairs_and_match(a, images)
     res = sfm.reconstruct(a.images, a.out, a.camera_mode)
     print(f"registered {res['registered']} / {res['images']} images, {res['points3D']} points, "
           f"mean reprojection error {res['mean_reprojection_error']:.3f} px, mean track length "

@@ -58,12 +58,43 @@ def read_image_sized(path: str | Path, max_side: int | None = None) -> tuple[np.
             arr = _pil_to_gray(im)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large to decode safely ({e}): {path}") from e
+    except ImageError:
+        raise
     except UnidentifiedImageError as e:
         raise ImageError(f"not an image file (format not recognised): {path}") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"corrupt or truncated image file {path}: {e}") from e
     full = (full_h, full_w) if arr.shape == (reduced_h, reduced_w) else (full_w, full_h)  # EXIF swapped the axes
     return arr, full
+
+
+CHECK_SIDE = 64  # JPEGs are checked by a decode at their smallest reduced scale (1/8): the whole file is read
+
+
+def unreadable_reason(path: str | Path) -> str | None:
+    """Why :func:`read_image` would fail on ``path`` (missing, empty, not an image, truncated, too large), or
+    None when it reads. Cheaper than reading it: JPEGs are decoded at 1/8 scale, other formats only checked
+    (PNG: every chunk's checksum, the pixels not decompressed)."""
+    path = Path(path)
+    if not path.is_file():
+        return "not found" if not path.exists() else "not a file"
+    if path.stat().st_size == 0:
+        return "empty (zero-byte) file"
+    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("L", (CHECK_SIDE, CHECK_SIDE))
+                im.load()
+            else:
+                im.verify()
+    except Image.DecompressionBombError as e:
+        return f"too large to decode safely ({e})"
+    except UnidentifiedImageError:
+        return "not an image file (format not recognised)"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"corrupt or truncated ({e})"
+    return None
 
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 as stored; 2-8 flips and quarter turns (read_image applies them)
@@ -92,8 +123,12 @@ def _pil_to_gray(im: Image.Image) -> np.ndarray:
         arr = np.asarray(im, dtype=np.float32)
         top = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
         return np.clip(arr / top, 0, 1)
-    if im.mode == "F":
-        return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+    if im.mode == "F":  # 32-bit float files have no fixed range: [0, 1] as it is, else stretched to it
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+            return (arr - lo) / (hi - lo)  # (hi > lo here)
+        return np.clip(arr, 0, 1)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -151,8 +186,9 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
         lo, hi = arr.min(), arr.max()
         if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN and ±inf reach the extremes
             raise ImageError(f"{label}: image contains NaN or inf values")
-        if arr.dtype != np.float32:  # finite float64 beyond float32's range stays finite
-            arr = np.clip(arr, -1e30, 1e30).astype(np.float32)
+        _check_float_range(arr, label, lo, hi)
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
         if arr.ndim == 2 and lo >= 0 and hi <= 1:  # already gray and in range (the usual case): as it is
             return arr
     else:
@@ -162,11 +198,29 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+FLOAT_SLACK = 0.5  # float intensities this far outside [0, 1] (resampling overshoot) are clipped; farther: refused
+
+
+def _check_float_range(arr: np.ndarray, label: str, lo: float | None = None, hi: float | None = None) -> None:
+    """Float images are intensities in [0, 1]. One far outside (an 8-bit image as float, 0-255; a normalised
+    one, mean 0) would be clipped to a blank picture and match nothing: raise :class:`ImageError` instead."""
+    lo = float(arr.min()) if lo is None else float(lo)
+    hi = float(arr.max()) if hi is None else float(hi)
+    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        hint = " (8-bit values? divide by 255)" if hi <= 255 and lo >= 0 else \
+            " (16-bit values? divide by 65535)" if hi <= 65535 and lo >= 0 else ""
+        raise ImageError(f"{label}: float images must hold intensities in [0, 1]; this one spans "
+                         f"[{lo:.4g}, {hi:.4g}]{hint}")
+
+
 def read_mask(src: ImageInput, full: tuple[int, int], shape: tuple[int, int], name: str = "mask") -> np.ndarray:
     """A mask of where matches may lie, COLMAP's convention: nonzero pixels may be matched, zero ones not. Given
     (path, array, PIL image or tensor; gray or colour) at the full size ``full`` = (H, W) of its image, EXIF
     orientation applied as for the image; returned as bool at ``shape``, the size of the image's array (a pixel
     there is kept when most of what it covers is). Raises :class:`ImageError` on a size that is not the image's."""
+    if (isinstance(src, torch.Tensor) and src.is_floating_point()) or \
+            (isinstance(src, np.ndarray) and np.issubdtype(src.dtype, np.floating)):
+        src = src != 0  # a float mask in any range: only zero or not matters
     m, m_full = to_gray_sized(src, name, max(shape))
     if tuple(m_full) != tuple(full):
         raise ImageError(f"{name}: a {m_full[1]}×{m_full[0]} mask for a {full[1]}×{full[0]} image")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .data.synthetic import IMAGE_SUFFIXES
 from .errors import DataError
-from .io import stored_orientation, to_stored_pixels
+from .io import stored_orientation, to_stored_pixels, unreadable_reason
 
 if TYPE_CHECKING:
     from .api import IMAMatch
@@ -48,9 +48,21 @@ def list_images(image_dir: str | Path) -> list[str]:
     return names
 
 
+def unreadable_images(image_dir: str | Path, names: Sequence[str]) -> dict[str, str]:
+    """The images of ``names`` that could not be read (name → why; :func:`imamatch.io.unreadable_reason`),
+    found before any matching: one corrupt file should not stop a long run halfway."""
+    bad = {}
+    for n in tqdm(names, desc="checking images", unit="image", dynamic_ncols=True, disable=len(names) < 200):
+        why = unreadable_reason(Path(image_dir) / n)
+        if why:
+            bad[n] = why
+    return bad
+
+
 def select_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5,
-                 pairs_file: str | Path | None = None) -> list[tuple[str, str]]:
-    """``exhaustive`` (all pairs), ``sequential`` (each image with the next ``window``), or a pairs file."""
+                 pairs_file: str | Path | None = None, left_out: Collection[str] = ()) -> list[tuple[str, str]]:
+    """``exhaustive`` (all pairs), ``sequential`` (each image with the next ``window``), or a pairs file
+    (its lines naming an image of ``left_out``, e.g. an unreadable one, are dropped)."""
     if pairs_file is not None:
         known = set(names)
         pairs = []
@@ -58,6 +70,8 @@ def select_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5
             if not line.strip() or line.startswith("#"):
                 continue
             parts = line.split()
+            if len(parts) >= 2 and (parts[0] in left_out or parts[1] in left_out):
+                continue
             if len(parts) < 2 or parts[0] not in known or parts[1] not in known:
                 raise DataError(f"{pairs_file}:{k}: expected two image names of the folder, got {line!r}")
             pairs.append((parts[0], parts[1]))

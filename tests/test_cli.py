@@ -151,3 +151,32 @@ def test_pairs_by_retrieval_pair_each_photo_with_its_other_view(tmp_path, twin_p
     cv2.imwrite(str(folder / "coffee_b.png"), images[3][::-1])  # a file changed: all described again
     changed = run("pairs", str(folder), "--out", str(out), "--mode", "retrieval", "--top", "1")
     assert changed.returncode == 0 and "describing" in changed.stderr
+
+
+def test_unreadable_images_stop_pairs_before_matching_or_are_left_out(tmp_path):
+    """A truncated JPEG, a text file named .png and a zero-byte file are all reported before any pair is matched;
+    with --skip-unreadable they are left out (also from a pairs file) and the readable pair is matched."""
+    import cv2
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.ascontiguousarray(left[..., ::-1]))
+    cv2.imwrite(str(images / "b.jpg"), np.ascontiguousarray(right[..., ::-1]))
+    (images / "c.jpg").write_bytes((images / "b.jpg").read_bytes()[:4000])  # truncated
+    (images / "d.png").write_text("not an image")
+    (images / "e.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    r = run("pairs", str(images), "--out", str(out))
+    assert r.returncode == 1 and "3 of 5 images cannot be read" in r.stderr, r.stderr
+    assert "c.jpg: corrupt or truncated" in r.stderr and "d.png: not an image" in r.stderr and "e.jpg: empty" in r.stderr
+    assert not (out / "raw").exists() or not list((out / "raw").glob("*.npz"))  # nothing matched
+    (tmp_path / "pairs.txt").write_text("a.png c.jpg\na.png b.jpg\n")
+    for extra in ((), ("--pairs-file", str(tmp_path / "pairs.txt"))):
+        out = tmp_path / f"out{len(extra)}"
+        r = run("pairs", str(images), "--out", str(out), "--skip-unreadable", *extra)
+        assert r.returncode == 0 and "leaving out 3 of 5 images" in r.stderr, r.stderr
+        assert (out / "pairs.txt").read_text() == "a.png b.jpg\n"
+        (raw,) = (out / "raw").glob("*.npz")
+        assert len(np.load(raw)["keypoints0"]) > 500

@@ -140,15 +140,15 @@ def test_fuzz_arrays(arr):
     assert a.ndim == 2 and a.dtype == np.float32 and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
 
 
-def test_huge_finite_floats_are_clipped_not_rejected():
+def test_huge_finite_floats_are_refused_as_out_of_range_not_as_nan():
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no overflow in the float32 cast
-        a = to_gray(np.array([[1e300, -1e300], [0.5, 2.0]]))
+        warnings.simplefilter("error")  # no overflow in a float32 cast before the check
+        with pytest.raises(ImageError, match=r"\[0, 1\]; this one spans \[-1e\+300, 1e\+300\]"):
+            to_gray(np.array([[1e300, -1e300], [0.5, 2.0]]))
+        a = to_gray(np.array([[1.2, -0.2], [0.5, 1.0]]))  # float64, slight overshoot: clipped
     np.testing.assert_array_equal(a, np.array([[1.0, 0.0], [0.5, 1.0]], np.float32))
-    with pytest.raises(ImageError, match="NaN or inf"):
-        to_gray(np.array([[np.inf, 0.0]]))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -168,3 +168,32 @@ def test_points_map_back_to_the_stored_pixels_of_an_exif_oriented_file(tmp_path,
     ys, xs = np.mgrid[:shown.shape[0], :shown.shape[1]]
     back = np.rint(to_stored_pixels(np.c_[xs.ravel(), ys.ravel()], o, size)).astype(int)
     assert np.array_equal(stored[back[:, 1], back[:, 0]], shown.ravel())
+
+
+def test_float_images_far_outside_the_unit_range_are_refused_with_a_hint():
+    """A float image of 8-bit values (0-255) would be clipped to white and match nothing: refused, with a hint.
+    Slight overshoot (resampling) is clipped as before."""
+    g = np.arange(12 * 10, dtype=np.float32).reshape(12, 10) / 119
+    np.testing.assert_array_equal(to_gray(g), g)
+    np.testing.assert_array_equal(to_gray(g * 1.2 - 0.1), np.clip(g * 1.2 - 0.1, 0, 1))
+    with pytest.raises(ImageError, match=r"\[0, 1\].*divide by 255"):
+        to_gray(g * 255)
+    with pytest.raises(ImageError, match="divide by 65535"):
+        to_gray(torch.from_numpy(g * 60000)[None])
+    with pytest.raises(ImageError, match=r"spans \[-2"):
+        to_gray((g - 0.5) * 4)  # mean-subtracted, normalised
+    with pytest.raises(ImageError, match="NaN or inf"):
+        to_gray(np.array([[np.inf, 0.0]]))
+
+
+def test_float_files_are_stretched_to_the_unit_range_and_float_masks_read_as_nonzero(tmp_path):
+    from imamatch.io import read_mask
+
+    g = np.arange(12 * 10, dtype=np.float32).reshape(12, 10)
+    Image.fromarray(g * 3 + 7, mode="F").save(tmp_path / "f.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "f.tif"), g / g.max(), atol=1e-6)
+    Image.fromarray(g / g.max(), mode="F").save(tmp_path / "unit.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "unit.tif"), g / g.max(), atol=1e-6)
+    mask = np.zeros((12, 10), np.float32)
+    mask[:, 5:] = 255.0
+    np.testing.assert_array_equal(read_mask(mask, (12, 10), (12, 10)), mask > 0)
