@@ -273,21 +273,54 @@ def _intrinsics_arg(text: str):
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
 
 
+def _intrinsics_of(a: argparse.Namespace, k: int):
+    """``--K{k}``, or guessed from image ``k``'s file (:func:`imamatch.intrinsics.intrinsics_of_file`), said on
+    stderr."""
+    from .errors import ImageError
+    from .intrinsics import intrinsics_of_file
+
+    K, image = getattr(a, f"K{k}"), getattr(a, f"image{k}")
+    if K is not None:
+        return K
+    if not Path(image).is_file():
+        raise ImageError(f"image not found: {image}")
+    K, source = intrinsics_of_file(image)
+    print(f"K{k}: f = {K[0, 0]:.1f} px, c = ({K[0, 2]:.1f}, {K[1, 2]:.1f}) ({source}); give --K{k} to set it",
+          file=sys.stderr)
+    return K
+
+
 def _run_pose(a: argparse.Namespace) -> int:
+    import json
+
     import numpy as np
 
     from .eval.metrics import rotation_error_deg
 
-    res = _matcher(a).match(a.image0, a.image1, K0=a.K0, K1=a.K1, refine_pose=not a.no_ba, mask0=a.mask0,
+    K0, K1 = _intrinsics_of(a, 0), _intrinsics_of(a, 1)
+    res = _matcher(a).match(a.image0, a.image1, K0=K0, K1=K1, refine_pose=not a.no_ba, mask0=a.mask0,
                             mask1=a.mask1)
-    if not res["pose_success"]:
-        print(f"no pose: {len(res['keypoints0'])} matches were not enough for a relative pose", file=sys.stderr)
+    n, ok = len(res["keypoints0"]), bool(res["pose_success"])
+    if a.json:
+        record = {"image0": a.image0, "image1": a.image1, "K0": K0.tolist(), "K1": K1.tolist(), "matches": n,
+                  "success": ok, "inliers": int(res["inliers"].sum()) if ok else 0,
+                  "planar": bool(res["pose_planar"]) if ok else None,
+                  "R": res["R"].tolist() if ok else None, "t": res["t"].tolist() if ok else None,
+                  "rotation_deg": rotation_error_deg(res["R"], np.eye(3)) if ok else None,
+                  "convention": "x1 = R x0 + t (camera coordinates), |t| = 1"}
+        with atomic_path(Path(a.json)) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+    if not ok:
+        print(f"no pose: {n} matches were not enough for a relative pose", file=sys.stderr)
         return 3
     np.set_printoptions(precision=6, suppress=True)
-    print(f"matches: {len(res['keypoints0'])}, inliers: {int(res['inliers'].sum())}")
+    print(f"matches: {n}, inliers: {int(res['inliers'].sum())}")
     print(f"rotation angle: {rotation_error_deg(res['R'], np.eye(3)):.3f} deg")
     print("R =\n" + str(res["R"]))
     print("t = " + str(res["t"]) + "  (unit length; x1 = R x0 + t)")
+    if res["pose_planar"]:
+        print("warning: the inliers lie on one plane (or there is no baseline): a second pose explains them as "
+              "well, so this one may be wrong", file=sys.stderr)
     return 0
 
 
@@ -301,9 +334,12 @@ def _add_match(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("pose", help="relative pose of two calibrated images (robust estimate + bundle adjustment)")
     q.add_argument("image0")
     q.add_argument("image1")
-    q.add_argument("--K0", type=_intrinsics_arg, required=True, help="fx,fy,cx,cy or a 3×3 matrix file")
-    q.add_argument("--K1", type=_intrinsics_arg, required=True, help="fx,fy,cx,cy or a 3×3 matrix file")
+    for k in (0, 1):
+        q.add_argument(f"--K{k}", type=_intrinsics_arg,
+                       help=f"intrinsics of image{k}: fx,fy,cx,cy or a 3×3 matrix file (default: from the photo's "
+                            "EXIF 35 mm-equivalent focal length, else 1.2 × the long side; centred)")
     q.add_argument("--no-ba", action="store_true", help="skip the bundle-adjustment refinement")
+    q.add_argument("--json", help="also write the pose, intrinsics and counts to this JSON file")
     _add_mask_args(q)
     _add_matcher_args(q)
     p = sub.add_parser("match", help="match two images and draw the matches")

@@ -53,16 +53,23 @@ def test_demo_with_the_accurate_weights_by_name(tmp_path):
     assert len(np.load(tmp_path / "m.npz")["keypoints0"]) > 1000 and "within 3 px" in r.stdout
 
 
-def test_pose_command_prints_rotation(shared):
+def test_pose_command_prints_rotation(shared, tmp_path):
     import json
 
     meta = json.loads((shared / "fox" / "transforms.json").read_text())
     k = f"{meta['fl_x']},{meta['fl_y']},{meta['cx']},{meta['cy']}"
     images = sorted((shared / "fox" / "images").glob("*.jpg"))
     a, b = images[10], images[12]
-    r = run("pose", str(a), str(b), "--K0", k, "--K1", k)
+    r = run("pose", str(a), str(b), "--K0", k, "--K1", k, "--json", str(tmp_path / "pose.json"))
     assert r.returncode == 0, r.stderr
     assert "R =" in r.stdout and "t =" in r.stdout and "inliers" in r.stdout
+    from imamatch.data.posed import load_posed, relative_pose
+    from imamatch.eval.metrics import rotation_error_deg
+
+    frames = {f.path.name: f for f in load_posed(shared / "fox")}
+    R, _ = relative_pose(frames[a.name], frames[b.name])  # 8.2° apart
+    est = json.loads((tmp_path / "pose.json").read_text())
+    assert rotation_error_deg(np.array(est["R"]), R) < 0.5 and abs(est["rotation_deg"] - 8.2) < 0.5
     bad = run("pose", str(a), str(b), "--K0", "1,2,3", "--K1", k)
     assert bad.returncode == 2 and "fx,fy,cx,cy" in bad.stderr
 
@@ -180,3 +187,30 @@ def test_unreadable_images_stop_pairs_before_matching_or_are_left_out(tmp_path):
         assert (out / "pairs.txt").read_text() == "a.png b.jpg\n"
         (raw,) = (out / "raw").glob("*.npz")
         assert len(np.load(raw)["keypoints0"]) > 500
+
+
+def test_pose_without_intrinsics_guesses_them_and_warns_on_a_planar_scene(tmp_path):
+    """No --K0/--K1: the EXIF focal length (here 35 mm-equivalent 28 mm) is used and said; two views of a flat
+    picture are a planar scene, whose pose the command flags; --json records it all."""
+    import json
+
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    img = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    H = np.array([[0.95, 0.05, 12], [-0.04, 0.97, 8], [2e-4, 1e-4, 1]])
+    other = cv2.warpPerspective(img, H, img.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 28
+    for name, im in (("a.jpg", img), ("b.jpg", other)):
+        Image.fromarray(im).save(tmp_path / name, exif=exif, quality=95)
+    r = run("pose", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), "--json", str(tmp_path / "pose.json"))
+    assert r.returncode == 0, r.stderr
+    f = 28 / np.hypot(36, 24) * np.hypot(512, 512)
+    assert f"K0: f = {f:.1f} px" in r.stderr and "28 mm" in r.stderr
+    assert "lie on one plane" in r.stderr
+    rec = json.loads((tmp_path / "pose.json").read_text())
+    assert rec["success"] and rec["planar"] and rec["inliers"] > 100
+    np.testing.assert_allclose(np.array(rec["K1"]), [[f, 0, 255.5], [0, f, 255.5], [0, 0, 1]])
+    assert np.allclose(np.array(rec["R"]) @ np.array(rec["R"]).T, np.eye(3), atol=1e-6)
