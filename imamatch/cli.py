@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_path
-from .errors import DataError, ImamatchError
+from .errors import DataError, ImageError, ImamatchError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -156,6 +156,10 @@ def _add_matcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prealign-resize", type=int, default=None,
                    help="long side of the pre-aligned passes (default: --resize); e.g. --resize 512 "
                         "--prealign-resize 640: easy pairs at 512, hard ones (wide baselines) at 640")
+    p.add_argument("--max-matches", type=int, default=None, help="keep only the most confident N matches per pair")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per matching process (default: PyTorch's, one per core; with --workers: "
+                        "the cores shared out)")
 
 
 def _matcher_overrides(a: argparse.Namespace) -> dict:
@@ -181,13 +185,28 @@ def _matcher_overrides(a: argparse.Namespace) -> dict:
         over["prealign_resize"] = a.prealign_resize
     if a.rotations is not None:
         over["rotations"] = a.rotations
+    if a.max_matches is not None:
+        if a.max_matches < 1:
+            raise ValueError(f"--max-matches must be at least 1, got {a.max_matches}")
+        over["max_matches"] = a.max_matches
     return over
+
+
+def _threads(a: argparse.Namespace) -> int | None:
+    """``--threads``, checked (None: not given)."""
+    if a.threads is not None and a.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {a.threads}")
+    return a.threads
 
 
 def _matcher(a: argparse.Namespace):
     from .api import SHIPPED, IMAMatch
 
     over = _matcher_overrides(a)
+    if _threads(a):
+        import torch
+
+        torch.set_num_threads(a.threads)
     if a.weights and a.weights not in SHIPPED:
         return IMAMatch(weights=a.weights, **over)
     return IMAMatch.from_pretrained(a.weights or "fast", **over)
@@ -276,7 +295,6 @@ def _intrinsics_arg(text: str):
 def _intrinsics_of(a: argparse.Namespace, k: int):
     """``--K{k}``, or guessed from image ``k``'s file (:func:`imamatch.intrinsics.intrinsics_of_file`), said on
     stderr."""
-    from .errors import ImageError
     from .intrinsics import intrinsics_of_file
 
     K, image = getattr(a, f"K{k}"), getattr(a, f"image{k}")
@@ -372,8 +390,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(a: argparse.Namespace) -> int:
-    from .errors import DataError
-
     defaults = {"megadepth1500": 1216, "scannet1500": 640, "homography": 640, "posed": 640, "dev": 320}
     if a.resize is None:
         a.resize = defaults[a.benchmark]
@@ -498,8 +514,8 @@ def _pairs_and_match(a: argparse.Namespace, images: tuple[list[str], set[str]], 
         except (ValueError, AssertionError):
             raise ValueError(f"--shard must be k/n with 0 <= k < n, got {shard!r}") from None
         pairs = pairs[k::n]
-    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, masks=a.masks,
-                            **_matcher_overrides(a))
+    n_new = sfm.match_pairs(a.images, pairs, a.out, a.weights, workers=a.workers, threads=_threads(a),
+                            masks=a.masks, **_matcher_overrides(a))
     print(f"{len(pairs)} pairs ({n_new} matched now, {len(pairs) - n_new} already done)")
     return pairs
 

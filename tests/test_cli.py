@@ -47,6 +47,17 @@ def test_demo_writes_picture_and_matches(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
 
 
+def test_max_matches_keeps_the_most_confident_and_threads_are_checked(tmp_path):
+    r = run("demo", "--out", str(tmp_path / "demo.png"), "--save", str(tmp_path / "m.npz"), "--max-matches", "50",
+            "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    conf = np.load(tmp_path / "m.npz")["confidence"]
+    assert len(conf) == 50 and (np.diff(conf) <= 0).all()
+    for flag in ("--threads", "--max-matches"):
+        bad = run("demo", "--out", str(tmp_path / "x.png"), flag, "0")
+        assert bad.returncode == 1 and f"{flag} must be at least 1" in bad.stderr
+
+
 def test_demo_with_the_accurate_weights_by_name(tmp_path):
     r = run("demo", "--weights", "accurate", "--out", str(tmp_path / "demo.png"), "--save", str(tmp_path / "m.npz"))
     assert r.returncode == 0, r.stderr
