@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Collection, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,23 +59,44 @@ def unreadable_images(image_dir: str | Path, names: Sequence[str]) -> dict[str, 
     return bad
 
 
+def split_pair_line(line: str, known: Collection[str]) -> tuple[str, str] | None:
+    """The two image names of a pairs-file line ("name0 name1", more columns ignored), or None when no split
+    gives two ``known`` names. Names may hold spaces ("IMG 1.jpg IMG 2.jpg"): the line is split at the space
+    that leaves a known name on each side; a line that splits so in several ways raises :class:`DataError`."""
+    parts = line.split()
+    if len(parts) >= 2 and parts[0] in known and parts[1] in known:
+        return parts[0], parts[1]
+    text = line.strip()
+    splits = {(text[:i].strip(), text[i + 1:].strip()) for i, ch in enumerate(text) if ch.isspace()}
+    found = [pair for pair in splits if pair[0] in known and pair[1] in known]
+    if len(found) > 1:
+        raise DataError(f"ambiguous pair line {line!r}: it splits into known image names as {sorted(found)}")
+    return found[0] if found else None
+
+
+def read_pairs(path: str | Path, names: Collection[str], left_out: Collection[str] = ()) -> list[tuple[str, str]]:
+    """The pairs of a pairs file (``#`` comments and blank lines skipped), each of two image names of ``names``
+    (:func:`split_pair_line`); lines naming an image of ``left_out`` (e.g. an unreadable one) are dropped.
+    Raises :class:`DataError` on a line that names anything else."""
+    pairs = []
+    for k, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        pair = split_pair_line(line, names)
+        if pair is None and left_out and split_pair_line(line, set(names) | set(left_out)) is not None:
+            continue
+        if pair is None:
+            raise DataError(f"{path}:{k}: expected two image names of the folder, got {line!r}")
+        pairs.append(pair)
+    return pairs
+
+
 def select_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5,
                  pairs_file: str | Path | None = None, left_out: Collection[str] = ()) -> list[tuple[str, str]]:
     """``exhaustive`` (all pairs), ``sequential`` (each image with the next ``window``), or a pairs file
-    (its lines naming an image of ``left_out``, e.g. an unreadable one, are dropped)."""
+    (:func:`read_pairs`; its lines naming an image of ``left_out``, e.g. an unreadable one, are dropped)."""
     if pairs_file is not None:
-        known = set(names)
-        pairs = []
-        for k, line in enumerate(Path(pairs_file).read_text().splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) >= 2 and (parts[0] in left_out or parts[1] in left_out):
-                continue
-            if len(parts) < 2 or parts[0] not in known or parts[1] not in known:
-                raise DataError(f"{pairs_file}:{k}: expected two image names of the folder, got {line!r}")
-            pairs.append((parts[0], parts[1]))
-        return pairs
+        return read_pairs(pairs_file, set(names), left_out)
     if mode == "exhaustive":
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     if mode == "sequential":
@@ -380,10 +401,14 @@ def check_camera_mode(sizes: dict[str, tuple[int, int]], camera_mode: str) -> No
                         "single) cannot take them all; use --camera-mode per_image or auto")
 
 
-def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | Path, pairs_path: str | Path,
+VERIFY_SEED = 0  # of the verification's RANSAC: the same database from the same matches, run after run
+
+
+def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | Path,
                    camera_mode: str = "single", min_inliers: int = 15, max_error: float = 4.0,
                    orientations: Orientations | None = None) -> Path:
-    """A COLMAP database (images, keypoints, raw matches) plus pycolmap's geometric verification.
+    """A COLMAP database (images, keypoints, raw matches) plus each pair's geometric verification (pycolmap's
+    two-view geometry, as COLMAP's matchers write it: no pairs file, so image names may hold spaces).
     ``orientations``: the images' :func:`image_orientations`, when already read."""
     import pycolmap
 
@@ -403,17 +428,29 @@ def build_database(image_dir: str | Path, merged: MergedMatches, db_path: str | 
         if missing:
             raise DataError(f"COLMAP did not import {len(missing)} of the {len(names)} images (e.g. {missing[0]}); "
                             "with --camera-mode single they must all have one size (use per_image or auto)")
+        points = {}
         for n in names:  # COLMAP reads the stored pixels (no EXIF orientation), its pixel centres at +0.5
-            db.write_keypoints(ids[n], to_stored_pixels(merged.keypoints[n], *orientations[n]) + 0.5)
-        for (a, b), m in merged.matches.items():
-            if len(m):
-                db.write_matches(ids[a], ids[b], m.astype(np.uint32))
+            points[n] = (to_stored_pixels(merged.keypoints[n], *orientations[n]) + 0.5).astype(np.float64)
+            db.write_keypoints(ids[n], points[n].astype(np.float32))
+        cameras = {im.name: db.read_camera(im.camera_id) for im in db.read_all_images()}
+        opts = pycolmap.TwoViewGeometryOptions()
+        opts.min_num_inliers = min_inliers
+        opts.ransac.max_error = max_error
+        opts.ransac.random_seed = VERIFY_SEED
+        todo = [(a, b, np.ascontiguousarray(m, np.uint32)) for (a, b), m in merged.matches.items() if len(m)]
+
+        def verify(job: tuple[str, str, np.ndarray]) -> Any:
+            a, b, m = job
+            return pycolmap.estimate_two_view_geometry(cameras[a], points[a], cameras[b], points[b], m, opts)
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # pycolmap releases the GIL while it estimates
+            geometries = pool.map(verify, todo)
+            for (a, b, m), geometry in tqdm(zip(todo, geometries), total=len(todo), desc="verifying", unit="pair",
+                                            dynamic_ncols=True, disable=len(todo) < 200):
+                db.write_matches(ids[a], ids[b], m)
+                db.write_two_view_geometry(ids[a], ids[b], geometry)
     finally:
         db.close()
-    opts = pycolmap.TwoViewGeometryOptions()
-    opts.min_num_inliers = min_inliers
-    opts.ransac.max_error = max_error
-    pycolmap.verify_matches(db_path, pairs_path, opts)
     return db_path
 
 
@@ -422,15 +459,14 @@ def reconstruct(image_dir: str | Path, out_dir: str | Path, camera_mode: str = "
     import pycolmap
 
     out = Path(out_dir)
-    pairs = [tuple(line.split()[:2]) for line in (out / "pairs.txt").read_text().splitlines() if line.strip()]
+    pairs = read_pairs(out / "pairs.txt", set(list_images(image_dir)))
     merged = merge_keypoints(load_raw([out], pairs))
     names = sorted(merged.keypoints)
     orientations = image_orientations(image_dir, names)  # each file's header read once
     write_h5(merged, out, image_sizes(image_dir, names, orientations=orientations))
     tracks = track_lengths(merged)
     check_camera_mode(image_sizes(image_dir, names, stored=True, orientations=orientations), camera_mode)
-    db = build_database(image_dir, merged, out / "database.db", out / "pairs.txt", camera_mode,
-                        orientations=orientations)
+    db = build_database(image_dir, merged, out / "database.db", camera_mode, orientations=orientations)
     sparse = out / "sparse"
     sparse.mkdir(exist_ok=True)
     models = pycolmap.incremental_mapping(db, image_dir, sparse)

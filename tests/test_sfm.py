@@ -9,6 +9,7 @@ import pytest
 from skimage import data
 
 from imamatch import IMAMatch, sfm
+from imamatch.errors import DataError
 from imamatch.eval.align import aligned_rotation_errors, umeyama
 from imamatch.eval.metrics import rotation_error_deg
 
@@ -176,7 +177,8 @@ def test_one_camera_for_images_of_several_sizes_is_refused_before_matching(tmp_p
 def test_colmap_takes_exif_oriented_photos_in_their_stored_pixels(scene, tmp_path):
     """Phone photos are often stored sideways with an EXIF orientation tag. imamatch matches them upright; COLMAP
     reads the stored pixels, so the database must get the keypoints in those: the same scene, stored turned by a
-    quarter with orientation 6, reconstructs as well (relative rotations between the cameras as the truth)."""
+    quarter with orientation 6, reconstructs as well (relative rotations between the cameras as the truth). The
+    file names hold spaces (as phone exports often do): nothing on the way splits them."""
     from PIL import Image
 
     root, cams = scene
@@ -187,14 +189,14 @@ def test_colmap_takes_exif_oriented_photos_in_their_stored_pixels(scene, tmp_pat
         im = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # stored sideways ...
         exif = im.getexif()
         exif[0x0112] = 6  # ... shown upright (a quarter turn clockwise)
-        im.save(images / f"{k:02d}.jpg", quality=95, exif=exif.tobytes())
+        im.save(images / f"view {k:02d}.jpg", quality=95, exif=exif.tobytes())
     r = subprocess.run([sys.executable, "-m", "imamatch", "colmap", str(images), "--out", str(tmp_path / "out"),
                         "--resize", "320"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     res = sfm.reconstruct(images, tmp_path / "out")
     assert res["registered"] >= 5 and res["mean_reprojection_error"] < 1.5
     rec = res["reconstruction"]
-    poses = {int(rec.images[i].name.split(".")[0]): rec.images[i].cam_from_world().matrix()[:3, :3]
+    poses = {int(rec.images[i].name[5:7]): rec.images[i].cam_from_world().matrix()[:3, :3]
              for i in rec.reg_image_ids()}
     for a in poses:
         for b in poses:
@@ -231,3 +233,19 @@ def test_merged_keypoints_are_grid_cells_in_order_of_first_appearance_with_their
     # in (b, c): b1-c0 (0.7) and b2-c1 (0.4) kept; b0-c1 (0.2) dropped: c's 1 keeps its more confident match
     np.testing.assert_array_equal(m.matches[("b", "c")], [[1, 0], [2, 1]])
     assert sorted(sfm.track_lengths(m)) == [2, 2, 3]  # a0-b0 | b2-c1 | a1-b1-c0
+
+
+def test_pair_lines_split_where_both_sides_are_image_names(tmp_path):
+    """Names with spaces: a pairs-file line splits at the one space that leaves an image name on each side."""
+    known = {"a.jpg", "IMG 1.jpg", "IMG 1 b.jpg", "b c.jpg"}
+    assert sfm.split_pair_line("a.jpg IMG 1.jpg", known) == ("a.jpg", "IMG 1.jpg")
+    assert sfm.split_pair_line("IMG 1.jpg b c.jpg  0.93", known | {"x"}) is None  # a score column needs plain names
+    assert sfm.split_pair_line("a.jpg a.jpg 0.5", known) == ("a.jpg", "a.jpg")  # extra columns after plain names
+    assert sfm.split_pair_line("a.jpg nope.jpg", known) is None
+    with pytest.raises(DataError, match="ambiguous"):
+        sfm.split_pair_line("a b c", {"a", "b c", "a b", "c"})  # ("a", "b c") or ("a b", "c")
+    (tmp_path / "pairs.txt").write_text("# comment\nIMG 1.jpg b c.jpg\n\na.jpg IMG 1 b.jpg\ngone.jpg a.jpg\n")
+    assert sfm.read_pairs(tmp_path / "pairs.txt", known, left_out={"gone.jpg"}) == [
+        ("IMG 1.jpg", "b c.jpg"), ("a.jpg", "IMG 1 b.jpg")]
+    with pytest.raises(DataError, match=":5: expected two image names"):
+        sfm.read_pairs(tmp_path / "pairs.txt", known)
