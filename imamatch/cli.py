@@ -554,8 +554,13 @@ def _run_merge(a: argparse.Namespace) -> int:
 
 def _run_colmap(a: argparse.Namespace) -> int:
     from . import sfm
+    from .io import HEIF_SUFFIXES
 
     images = readable_images(a)
+    heif = [n for n in images[0] if Path(n).suffix.lower() in HEIF_SUFFIXES]
+    if heif:
+        raise DataError(f"COLMAP cannot read HEIC/HEIF files ({len(heif)}, e.g. {heif[0]}): convert them to JPEG "
+                        "first, or use `imamatch pairs` (features.h5 / matches.h5, e.g. for hloc)")
     sfm.check_camera_mode(sfm.image_sizes(a.images, images[0], stored=True), a.camera_mode)
     _pairs_and_match(a, images)
     res = sfm.reconstruct(a.images, a.out, a.camera_mode)

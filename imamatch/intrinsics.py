@@ -7,10 +7,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .errors import ImageError
-from .io import stored_orientation
+from .io import open_image, stored_orientation
 
 EXIF_IFD = 0x8769             # the Exif sub-IFD, where the focal length tags live
 FOCAL_35MM = 0xA405           # FocalLengthIn35mmFilm (mm)
@@ -20,7 +19,7 @@ PRIOR_FOCAL = 1.2             # × the long side, without EXIF (COLMAP's default
 
 def exif_focal_35mm(path: str | Path) -> float | None:
     """The file's EXIF FocalLengthIn35mmFilm in mm, or None when it has none (or a zero)."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         value = im.getexif().get_ifd(EXIF_IFD).get(FOCAL_35MM)
     try:
         value = float(value)

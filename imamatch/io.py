@@ -17,6 +17,33 @@ from .errors import ImageError
 ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]
 
 MAX_DECODE_PIXELS = 30_000 * 30_000  # refuse larger files (decompression bombs); 20000 px sides are fine
+HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # iPhone photos: read with the optional pillow-heif package
+HEIF_MISSING = "HEIC/HEIF images need the optional pillow-heif package (pip install pillow-heif)"
+_heif: bool | None = None
+
+
+def heif_support() -> bool:
+    """Whether HEIC/HEIF files can be read: the optional ``pillow-heif`` package, registered with Pillow once."""
+    global _heif
+    if _heif is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            _heif = False
+        else:
+            pillow_heif.register_heif_opener()
+            _heif = True
+    return _heif
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open`` with the decompression-bomb limit set and HEIC/HEIF support registered; raises
+    :class:`ImageError` for a HEIC/HEIF file when ``pillow-heif`` is not installed."""
+    path = Path(path)
+    if path.suffix.lower() in HEIF_SUFFIXES and not heif_support():
+        raise ImageError(f"{HEIF_MISSING}: {path}")
+    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+    return Image.open(path)
 
 
 def _name(src: Any, name: str | None) -> str:
@@ -47,9 +74,8 @@ def read_image_sized(path: str | Path, max_side: int | None = None) -> tuple[np.
         raise ImageError(f"not a file: {path}")
     if path.stat().st_size == 0:
         raise ImageError(f"empty (zero-byte) image file: {path}")
-    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             full_w, full_h = im.size
             if max_side and im.format == "JPEG":
                 im.draft("L", (max_side, max_side))
@@ -80,9 +106,10 @@ def unreadable_reason(path: str | Path) -> str | None:
         return "not found" if not path.exists() else "not a file"
     if path.stat().st_size == 0:
         return "empty (zero-byte) file"
-    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+    if path.suffix.lower() in HEIF_SUFFIXES and not heif_support():
+        return HEIF_MISSING
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.format == "JPEG":
                 im.draft("L", (CHECK_SIDE, CHECK_SIDE))
                 im.load()
@@ -103,7 +130,7 @@ EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 as stored; 2-8 flips and quarter tu
 def stored_orientation(path: str | Path) -> tuple[int, tuple[int, int]]:
     """A file's EXIF orientation (1-8; 1 when it has none) and its size as stored, (width, height): the pixels
     that readers which ignore the tag see, COLMAP among them."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
         return (orientation if 1 <= orientation <= 8 else 1), im.size
 

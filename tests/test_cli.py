@@ -225,3 +225,28 @@ def test_pose_without_intrinsics_guesses_them_and_warns_on_a_planar_scene(tmp_pa
     assert rec["success"] and rec["planar"] and rec["inliers"] > 100
     np.testing.assert_allclose(np.array(rec["K1"]), [[f, 0, 255.5], [0, f, 255.5], [0, 0, 1]])
     assert np.allclose(np.array(rec["R"]) @ np.array(rec["R"]).T, np.eye(3), atol=1e-6)
+
+
+def test_heic_folders_match_with_pairs_and_colmap_says_it_cannot_read_them(tmp_path):
+    import pytest
+
+    pytest.importorskip("pillow_heif")
+    import cv2
+    import pillow_heif
+    from PIL import Image
+    from skimage import data
+
+    pillow_heif.register_heif_opener()
+    left, right, _ = data.stereo_motorcycle()
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, im in (("a.heic", left), ("b.heic", right)):
+        Image.fromarray(im).save(images / name, quality=95)
+    r = run("pairs", str(images), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    (raw,) = (tmp_path / "out" / "raw").glob("*.npz")
+    k0, k1 = np.load(raw)["keypoints0"], np.load(raw)["keypoints1"]
+    assert len(k0) > 1000 and np.median(np.abs(k0[:, 1] - k1[:, 1])) < 1.0  # rectified: same rows
+    c = run("colmap", str(images), "--out", str(tmp_path / "c"))
+    assert c.returncode == 1 and "COLMAP cannot read HEIC/HEIF files (2, e.g. a.heic)" in c.stderr, c.stderr
+    assert not (tmp_path / "c" / "raw").exists()  # refused before matching

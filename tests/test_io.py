@@ -197,3 +197,30 @@ def test_float_files_are_stretched_to_the_unit_range_and_float_masks_read_as_non
     mask = np.zeros((12, 10), np.float32)
     mask[:, 5:] = 255.0
     np.testing.assert_array_equal(read_mask(mask, (12, 10), (12, 10)), mask > 0)
+
+
+def test_heic_photos_read_with_pillow_heif_and_are_refused_clearly_without(tmp_path, monkeypatch):
+    """iPhone photos (HEIC) match like any other file when the optional pillow-heif is installed; without it, the
+    reader and the collection check name the missing package."""
+    pytest.importorskip("pillow_heif")
+    from skimage import data
+
+    import imamatch.io as io
+    from imamatch import IMAMatch
+
+    img = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    H = np.array([[0.95, 0.05, 12], [-0.04, 0.97, 8], [2e-4, 1e-4, 1]])
+    other = cv2.warpPerspective(img, H, img.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+    assert io.heif_support()
+    for name, im in (("a.heic", img), ("b.HEIF", other)):
+        Image.fromarray(im).convert("RGB").save(tmp_path / name, quality=95)
+    assert io.unreadable_reason(tmp_path / "a.heic") is None
+    np.testing.assert_allclose(read_image(tmp_path / "a.heic") * 255, img, atol=12)  # lossy, but this picture
+    out = IMAMatch.from_pretrained().match(tmp_path / "a.heic", tmp_path / "b.HEIF")
+    k0, k1 = out["keypoints0"], out["keypoints1"]
+    proj = cv2.perspectiveTransform(k0[None].astype(np.float64), H)[0]
+    assert len(k0) > 500 and np.median(np.linalg.norm(proj - k1, axis=1)) < 1.0
+    monkeypatch.setattr(io, "_heif", False)  # as without the package
+    assert "pip install pillow-heif" in io.unreadable_reason(tmp_path / "a.heic")
+    with pytest.raises(ImageError, match="pillow-heif"):
+        read_image(tmp_path / "a.heic")
