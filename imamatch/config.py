@@ -60,6 +60,9 @@ class MatcherConfig:
     # neighbourhood agreement (imamatch.neighbourhood; no weights)
     neighbour_max_residual: float | None = 1.0  # drop matches this far (input px) from their neighbours' affine map
     neighbour_reach: tuple[int, ...] = (1, 2, 4)  # neighbourhood radii (1/8 cells), the first that can judge
+    neighbour_keep_isolated: bool = True  # keep matches too isolated to judge where the pair has >= 30 confirmed
+                                      # ones (False: drop them as unconfirmed; they are the few off-plane
+                                      # matches of wide baselines: results/fox_many.md)
     # hard pairs (wide baseline, strong perspective): match again with image 1 warped onto image 0 by the
     # homography the first pass's matches support, when fewer than this share of its fine queries survive the
     # checks (easy pairs keep 0.2-0.45, 30-45° baselines 0.12-0.2; None: never; 1: always)

@@ -26,6 +26,7 @@ from .subpixel import polish_matches
 from .strips import paste_rows, strip_ranges
 
 
+ISOLATED_MIN_CONFIRMED = 30  # matches too isolated to judge are kept only beside this many confirmed ones
 FINE_CHUNK = 1024  # windows (coarse matches) fine-matched at a time at inference: only theirs are in memory
 
 
@@ -356,7 +357,10 @@ class IMAMatchNet(nn.Module):
         per_cell = c.densify_points if c.densify != "none" else 1  # siblings of one coarse match are no evidence
         res = neighbourhood_residual(b[idx], kp0[idx], kp1[idx], batch, enc.grid0, reach=tuple(c.neighbour_reach),
                                      min_points=max(4, round(1.5 * per_cell)))
-        agree = res <= c.neighbour_max_residual  # NaN (isolated) is not
+        agree = res <= c.neighbour_max_residual  # NaN (isolated) is not, unless kept as such
+        if c.neighbour_keep_isolated:  # where a pair has a match field to speak of (not scattered false matches)
+            confirmed = torch.bincount(b[idx][agree], minlength=batch)
+            agree |= res.isnan() & (confirmed[b[idx]] >= ISOLATED_MIN_CONFIRMED)
         keep = keep.clone()
         keep[idx] = agree
         return keep, (~agree).sum()

@@ -5,7 +5,8 @@ least-squares affine map of the matches around it (a box filter over per-cell mo
 the number of matches). The sub-pixel polish warps its patches by the linear part; the filter drops matches that
 disagree with the map fitted to their neighbours *without them* (leave-one-out) — wrong matches at depth
 discontinuities, on repeated or blank texture, which the learned confidence does not catch. A match with too few
-neighbours to judge gets no residual (NaN); the matcher drops it as isolated.
+neighbours to judge gets no residual (NaN); the matcher keeps it (``neighbour_keep_isolated``, the default) or
+drops it as unconfirmed.
 """
 
 from __future__ import annotations

@@ -115,3 +115,23 @@ def test_reach_is_configurable(reach):
     err = np.linalg.norm(out["keypoints1"] - out["keypoints0"], axis=1)
     # (image pixels, 1.6 per matching pixel at 320 px; the round-8 network leaves ~2 % at 1-2 px, round 3 ~1.4 %)
     assert np.median(err) < 0.1 and np.mean(err < 1.0) > 0.97 and np.mean(err < 2.0) > 0.995
+
+
+@pytest.mark.parametrize("keep_isolated", [True, False])
+def test_the_filter_drops_disagreeing_matches_and_keeps_isolated_ones_when_asked(keep_isolated):
+    """A dense field on one surface with a planted outlier, and two lone matches far from it (a few matches on a
+    second object): the outlier is dropped either way; the lone ones are kept only with
+    ``neighbour_keep_isolated`` (the default: on wide-baseline pairs they are the few off-plane matches)."""
+    from types import SimpleNamespace
+
+    net = IMAMatch.from_pretrained(neighbour_keep_isolated=keep_isolated).net
+    k0 = _grid(160, 160, 4.0, 2.0)
+    k1 = _homography(k0)
+    k1[50] += torch.tensor([6.0, -4.0])  # inside the field, off by 7 px
+    lone0 = torch.tensor([[360.0, 300.0], [370.0, 352.0]], dtype=k0.dtype)
+    k0, k1 = torch.cat([k0, lone0]), torch.cat([k1, lone0 + 30.0])
+    b = torch.zeros(len(k0), dtype=torch.long)
+    keep = torch.ones(len(k0), dtype=torch.bool)
+    kept, dropped = net.agree(SimpleNamespace(grid0=(48, 48)), b, k0, k1, keep, batch=1)
+    assert not kept[50] and kept[:50].all() and kept[51:-2].all()
+    assert kept[-2:].tolist() == [keep_isolated] * 2 and int(dropped) == (1 if keep_isolated else 3)

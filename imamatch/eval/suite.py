@@ -212,37 +212,48 @@ def benchmark_pairs(data: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None = None,
-               prefix: str = "fox", trials: int = 1, working_side: int = WORKING_SIDE) -> dict[str, float]:
-    """A posed sequence (``transforms.json`` or a COLMAP model), undistorted: relative pose AUC@5/10/20° on the
-    fixed pair list of :func:`select_pairs`, poses by :func:`estimate_relative_pose` (PoseLib) with a threshold
-    of 1 px at ``working_side`` (:func:`pose_threshold_px`). ``refine`` None: both without (``<prefix>_auc*``)
-    and with bundle adjustment (``<prefix>_ba_auc*``, plus ``<prefix>_ba_s`` seconds per pair) from the same
-    matches; True/False: one. ``trials`` > 1: the AUC pools that many RANSAC runs per pair (shuffled orders of
-    the matches, :func:`shuffled_trials`)."""
+def posed_errors(method: Method, folder: Path, timer: Timer, refine: tuple[bool, ...] = (False,),
+                 trials: int = 1, working_side: int = WORKING_SIDE, per_bin: int = 8
+                 ) -> tuple[list[tuple[int, int]], dict[bool, np.ndarray], float]:
+    """Pose errors on a posed sequence (undistorted; pairs: :func:`select_pairs` with ``per_bin`` pairs per
+    rotation bin): the pairs, each ``refine`` setting's errors ``(pairs, trials)`` in degrees (inf where no pose;
+    ``trials`` RANSAC runs on shuffled orders of the matches, :func:`shuffled_trials`), by
+    :func:`estimate_relative_pose` (PoseLib) at 1 px of ``working_side`` (:func:`pose_threshold_px`), and the
+    seconds per pair the bundle adjustment took (0 without it)."""
     frames = load_posed(_require(folder))
-    pairs = select_pairs(frames)
+    pairs = select_pairs(frames, per_bin=per_bin)
     gray = _gray_frames(frames)
-
-    variants = {False: "", True: "_ba"} if refine is None else {refine: ""}
-    errs: dict[str, list[float]] = {v: [] for v in variants.values()}
+    errs = {use_ba: np.full((len(pairs), trials), np.inf) for use_ba in refine}
     ba_time = 0.0
-    for i, j in pairs:
+    for p, (i, j) in enumerate(pairs):
         k0, k1 = timer.run(method, gray(i), gray(j))
         R_gt, t_gt = relative_pose(frames[i], frames[j])
-        for order in shuffled_trials(len(k0), trials):
-            for use_ba, tag in variants.items():
+        for r, order in enumerate(shuffled_trials(len(k0), trials)):
+            for use_ba in refine:
                 t = time.perf_counter()
                 est = estimate_relative_pose(k0[order], k1[order], frames[i].K, frames[j].K,
                                              threshold_px=pose_threshold_px(gray(i).shape, working_side),
                                              refine=use_ba)
                 if use_ba:
                     ba_time += (time.perf_counter() - t) / trials
-                errs[tag].append(pose_error_deg(est.R, est.t, R_gt, t_gt) if est.success else float("inf"))
+                if est.success:
+                    errs[use_ba][p, r] = pose_error_deg(est.R, est.t, R_gt, t_gt)
+    return pairs, errs, ba_time / max(1, len(pairs))
+
+
+def eval_posed(method: Method, folder: Path, timer: Timer, refine: bool | None = None,
+               prefix: str = "fox", trials: int = 1, working_side: int = WORKING_SIDE) -> dict[str, float]:
+    """A posed sequence (``transforms.json`` or a COLMAP model), undistorted: relative pose AUC@5/10/20° on the
+    fixed pair list of :func:`select_pairs` (:func:`posed_errors`). ``refine`` None: both without
+    (``<prefix>_auc*``) and with bundle adjustment (``<prefix>_ba_auc*``, plus ``<prefix>_ba_s`` seconds per pair)
+    from the same matches; True/False: one. ``trials`` > 1: the AUC pools that many RANSAC runs per pair."""
+    variants = {False: "", True: "_ba"} if refine is None else {refine: ""}
+    pairs, errors, ba_time = posed_errors(method, folder, timer, tuple(variants), trials, working_side)
+    errs = {tag: errors[use_ba].ravel().tolist() for use_ba, tag in variants.items()}
     out = {f"{prefix}_pairs": float(len(pairs))}
     for tag, e in errs.items():
         a5, a10, a20 = error_auc(e, (5, 10, 20))
         out.update({f"{prefix}{tag}_auc5": a5, f"{prefix}{tag}_auc10": a10, f"{prefix}{tag}_auc20": a20})
     if refine is None:
-        out[f"{prefix}_ba_s"] = ba_time / max(1, len(pairs))
+        out[f"{prefix}_ba_s"] = ba_time
     return out
