@@ -213,7 +213,7 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
         lo, hi = arr.min(), arr.max()
         if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN and ±inf reach the extremes
             raise ImageError(f"{label}: image contains NaN or inf values")
-        _check_float_range(arr, label, lo, hi)
+        _check_float_range(label, lo, hi)
         if arr.dtype != np.float32:
             arr = arr.astype(np.float32)
         if arr.ndim == 2 and lo >= 0 and hi <= 1:  # already gray and in range (the usual case): as it is
@@ -228,11 +228,11 @@ def _array_to_gray(src: Any, label: str) -> np.ndarray:
 FLOAT_SLACK = 0.5  # float intensities this far outside [0, 1] (resampling overshoot) are clipped; farther: refused
 
 
-def _check_float_range(arr: np.ndarray, label: str, lo: float | None = None, hi: float | None = None) -> None:
+def _check_float_range(label: str, lo: float, hi: float) -> None:
     """Float images are intensities in [0, 1]. One far outside (an 8-bit image as float, 0-255; a normalised
-    one, mean 0) would be clipped to a blank picture and match nothing: raise :class:`ImageError` instead."""
-    lo = float(arr.min()) if lo is None else float(lo)
-    hi = float(arr.max()) if hi is None else float(hi)
+    one, mean 0), of minimum ``lo`` and maximum ``hi``, would be clipped to a blank picture and match nothing:
+    raise :class:`ImageError` instead."""
+    lo, hi = float(lo), float(hi)
     if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
         hint = " (8-bit values? divide by 255)" if hi <= 255 and lo >= 0 else \
             " (16-bit values? divide by 65535)" if hi <= 65535 and lo >= 0 else ""

@@ -78,12 +78,14 @@ def read_pairs(path: str | Path, names: Collection[str], left_out: Collection[st
     """The pairs of a pairs file (``#`` comments and blank lines skipped), each of two image names of ``names``
     (:func:`split_pair_line`); lines naming an image of ``left_out`` (e.g. an unreadable one) are dropped.
     Raises :class:`DataError` on a line that names anything else."""
+    names = set(names)
+    everything = names | set(left_out)  # built once: a left-out line is checked against it
     pairs = []
     for k, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         pair = split_pair_line(line, names)
-        if pair is None and left_out and split_pair_line(line, set(names) | set(left_out)) is not None:
+        if pair is None and left_out and split_pair_line(line, everything) is not None:
             continue
         if pair is None:
             raise DataError(f"{path}:{k}: expected two image names of the folder, got {line!r}")
